@@ -1,0 +1,18 @@
+"""Root pytest configuration: `--run_large` for tests on real weights and data."""
+
+import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run_large", action="store_true", default=False,
+                     help="also run tests marked large (real LLM weights, full datasets)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    if config.getoption("--run_large"):
+        return
+    skip = pytest.mark.skip(reason="large test: pass --run_large to run it")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip)

