@@ -74,17 +74,16 @@ def _blank(col: pd.Series) -> pd.Series:
     return col.isna() | (col.astype(str).str.strip() == "")
 
 
-def validate_items(raw: pd.DataFrame, log: TableLog, count_rows: bool = True) -> pd.DataFrame:
+def validate_items(raw: pd.DataFrame, log: TableLog) -> pd.DataFrame:
     """Applies the item checks: missing id, duplicate id; fills fallback texts.
 
     Args:
       raw: item_id, any of ITEM_TEXT_FIELDS, `_file`, `_line`.
-      log: the items log; its rows_in is increased by len(raw) when count_rows.
+      log: the items log; its rows_in is increased by len(raw).
     Returns:
       The canonical items frame (ITEMS_SCHEMA column order).
     """
-    if count_rows:
-        log.rows_in += len(raw)
+    log.rows_in += len(raw)
     df = raw.copy()
     bad = _blank(df["item_id"])
     log.reject_rows("missing_item_id", df[bad], "field item_id is empty", [])
@@ -126,15 +125,14 @@ def _parse_timestamps(col: pd.Series, fmt: str) -> pd.Series:
     return secs.astype(float)
 
 
-def validate_interactions(raw: pd.DataFrame, item_ids: set[str], log: TableLog, timestamp_format: str,
-                          count_rows: bool = True) -> pd.DataFrame:
+def validate_interactions(raw: pd.DataFrame, item_ids: set[str], log: TableLog,
+                          timestamp_format: str) -> pd.DataFrame:
     """Applies the interaction checks in order; each rejected row gets its first failing reason.
 
     Reasons: missing_user_id, missing_item_id, bad_timestamp, bad_rating,
     unknown_item, duplicate (same user, item and timestamp as an earlier row).
     """
-    if count_rows:
-        log.rows_in += len(raw)
+    log.rows_in += len(raw)
     df = raw.copy()
     raw_cols = ["user_id", "item_id", "timestamp"]
     for col, reason in (("user_id", "missing_user_id"), ("item_id", "missing_item_id")):

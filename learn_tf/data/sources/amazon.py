@@ -19,7 +19,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 def iter_json_lines(path: str, log: TableLog) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yields (line number, object) for each JSON-object line of a plain or gzipped file.
 
-    Malformed lines are rejected into `log` (counted as rows in) with the file
+    Malformed lines are rejected into `log` (and counted as rows in) with the file
     and line number; blank lines are skipped. Invalid UTF-8 is decoded with
     replacement characters and counted as a note.
 
@@ -36,7 +36,6 @@ def iter_json_lines(path: str, log: TableLog) -> Iterator[tuple[int, dict[str, A
         for lineno, line in enumerate(progress(f, desc=f"read {name}", unit="lines"), start=1):
             if not line.strip():
                 continue
-            log.rows_in += 1
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError:
@@ -45,9 +44,11 @@ def iter_json_lines(path: str, log: TableLog) -> Iterator[tuple[int, dict[str, A
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
+                log.rows_in += 1  # parsed rows are counted when validated
                 log.reject("malformed_json", f"{name}:{lineno}", f"not JSON: {e.msg}", text[:200])
                 continue
             if not isinstance(obj, dict):
+                log.rows_in += 1
                 log.reject("malformed_json", f"{name}:{lineno}", "line is not a JSON object", text[:200])
                 continue
             yield lineno, obj
