@@ -1,0 +1,1 @@
+"""Apache Beam jobs: frozen-LLM item embeddings with keras-hub (KerasNLP)."""

@@ -1,0 +1,1 @@
+"""The TFX pipeline: ingest, validate, embed, transform, train, evaluate, push."""
