@@ -104,12 +104,35 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class EmbeddingConfig:
+    """Frozen-LLM content embeddings (the Beam job)."""
+
+    # An embedded preset name (smollm2-135m, gemma3-270m, minilm-l6), a local
+    # keras-hub preset folder, or a keras-hub handle such as "hf://org/model".
+    model: str = "smollm2-135m"
+    # A template name (movielens, learn_amazon, learn_industrial) or a literal
+    # template with {field} placeholders over the canonical item fields.
+    template: str = "movielens"
+    pooling: Literal["mean", "last"] = "mean"
+    max_tokens: int = 128
+    batch_size: int = 32
+    # Post-processing fitted on the catalogue (see learn_tf/embeddings/postprocess.py).
+    postprocess: Literal["none", "center", "whiten"] = "center"
+    whiten_dim: Optional[int] = None
+    num_shards: int = 2
+    # Beam pipeline options for local runs. Beam >= 2.68's DirectRunner would
+    # otherwise try to download the Prism runner.
+    beam_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole job: one file per dataset or scale."""
 
     name: str
     data: DataConfig
     split: SplitConfig = field(default_factory=SplitConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     # Default working directory for every step; `{name}` is substituted.
     output_dir: str = "runs/{name}"
 
@@ -249,13 +272,24 @@ def _check_semantics(cfg: Config, path: str) -> None:
     for key, (v, lo, hi) in ranges.items():
         if not lo <= v <= hi:
             raise ConfigError(f"{path}: key '{key}' must be in [{lo}, {hi}], got {v}")
+    e = cfg.embedding
     positives = {
         "split.history_max_len": s.history_max_len,
         "split.min_user_interactions": s.min_user_interactions,
+        "embedding.max_tokens": e.max_tokens,
+        "embedding.batch_size": e.batch_size,
+        "embedding.num_shards": e.num_shards,
+        "embedding.whiten_dim": e.whiten_dim if e.whiten_dim is not None else 1,
     }
     for key, v in positives.items():
         if v < 1:
             raise ConfigError(f"{path}: key '{key}' must be >= 1, got {v}")
+    from learn_tf.embeddings.templates import TemplateError, resolve_template, template_fields
+
+    try:
+        template_fields(resolve_template(e.template))
+    except TemplateError as err:
+        raise ConfigError(f"{path}: key 'embedding.template': {err}") from err
     if s.min_user_interactions < 3:
         raise ConfigError(
             f"{path}: key 'split.min_user_interactions' must be >= 3 "

@@ -1,0 +1,1 @@
+"""Item content embeddings: prompt templates, the frozen text encoder, post-processing, storage."""
