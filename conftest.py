@@ -16,3 +16,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     for item in items:
         if "large" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder_preset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random Llama3 keras-hub preset (byte-level BPE tokenizer), built once per session."""
+    from learn_tf.embeddings.testing import make_tiny_decoder_preset
+
+    return make_tiny_decoder_preset(str(tmp_path_factory.mktemp("tiny_decoder")))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_preset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random BERT keras-hub preset (WordPiece tokenizer), built once per session."""
+    from learn_tf.embeddings.testing import make_tiny_encoder_preset
+
+    return make_tiny_encoder_preset(str(tmp_path_factory.mktemp("tiny_encoder")))

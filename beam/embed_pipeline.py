@@ -53,6 +53,7 @@ class EmbedSpec:
     num_shards: int = 2
     num_subkeys: int = 8  # parallelism inside one length bucket
     cache_files: tuple[str, ...] = ()
+    transform_file: Optional[str] = None  # reuse this fitted transform instead of refitting
     expected_to_embed: int = 0  # for progress / ETA only
 
 
@@ -284,7 +285,13 @@ def build_embedding_pipeline(p: Any, spec: EmbedSpec) -> dict[str, Any]:
         return postprocess.fit_from_moments(spec.postprocess, acc[0], acc[1] if d else np.zeros(1), acc[2],
                                             spec.whiten_dim)
 
-    transform = moments | "FitTransform" >> beam.Map(fit)
+    if spec.transform_file:
+        # Keep the published transform: vectors of unchanged items stay bit-identical
+        # and new items get exactly the transform the model was trained with.
+        transform = p | "TransformPath" >> beam.Create([spec.transform_file]) | "LoadTransform" >> beam.Map(
+            _load_transform)
+    else:
+        transform = moments | "FitTransform" >> beam.Map(fit)
 
     def apply(batch, tr):
         vecs = tr.apply(np.stack([r[2] for r in batch]))
@@ -351,6 +358,16 @@ def build_embedding_pipeline(p: Any, spec: EmbedSpec) -> dict[str, Any]:
         write_stats, beam.pvalue.AsSingleton(moments), beam.pvalue.AsSingleton(post_moments),
         beam.pvalue.AsSingleton(checksum))
     return {"rows": final, "stats": stats}
+
+
+def _load_transform(path: str) -> postprocess.Transform:
+    import io
+
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as f:
+        z = np.load(io.BytesIO(f.read()))
+        return postprocess.Transform(method=str(z["method"]), mean=z["mean"], matrix=z["matrix"])
 
 
 def _to_example(r: dict[str, Any]) -> bytes:
@@ -435,14 +452,17 @@ def run_embedding_job(
     num_shards: int = 2,
     beam_args: Sequence[str] = ("--direct_running_mode=in_memory", "--direct_num_workers=1"),
     force: bool = False,
+    refit: bool = False,
 ) -> EmbedResult:
     """Embeds the catalogue incrementally and publishes the result atomically.
 
     Does nothing (no pipeline, no forward pass) when the published embeddings
     already match the catalogue and settings. Otherwise reuses every cached
     vector whose key (model, template, rendered text) is unchanged, embeds the
-    rest, refits post-processing on the whole catalogue and commits a new
-    manifest; files of earlier or crashed runs are removed afterwards.
+    rest and commits a new manifest; files of earlier or crashed runs are
+    removed afterwards. Post-processing is fitted on the catalogue the first
+    time (or with `refit`/`force`, or when settings change) and otherwise
+    reused, so items embedded later get the identical transform.
 
     Raises:
       EncoderLoadError: the model cannot be found or loaded.
@@ -480,6 +500,8 @@ def run_embedding_job(
         model_id=model_id, template=template, pooling=pooling, max_tokens=max_tokens, batch_size=batch_size,
         postprocess=postprocess_method, whiten_dim=whiten_dim, num_shards=num_shards,
         cache_files=tuple(manifest["files"].get("cache", [])) if manifest and have else (),
+        transform_file=(os.path.abspath(os.path.join(output_dir, manifest["transform_file"]))
+                        if manifest and have and not refit and manifest.get("settings") == settings else None),
         expected_to_embed=len(ids) - sum(h in have for h in hashes),
     )
     p = beam.Pipeline(options=PipelineOptions(list(beam_args)))
@@ -519,6 +541,7 @@ def _publish(output_dir: str, spec: EmbedSpec, settings: dict[str, Any], digest:
         raise ValueError(f"embedded {stats['count']} items but the catalogue has {n_items}; nothing published")
     transform_file = f"transform-{spec.run_id}.npz"
     os.replace(os.path.join(run_dir, store.TRANSFORM), os.path.join(output_dir, transform_file))
+    fitted = spec.transform_file is None
 
     def listed(pattern: str) -> list[str]:
         return sorted(os.path.basename(f) for f in glob.glob(os.path.join(output_dir, pattern)))
@@ -542,6 +565,7 @@ def _publish(output_dir: str, spec: EmbedSpec, settings: dict[str, Any], digest:
                      "mean_pairwise_cosine": stats["isotropy_mean_pairwise_cosine"]},
         "counters": dict(sorted(counters.items())),
         "transform_file": transform_file,
+        "transform_fitted_this_run": fitted,
         "files": {
             "parquet": listed(f"embeddings-{spec.run_id}-*.parquet"),
             "tfrecord": listed(f"embeddings-{spec.run_id}-*.tfrecord"),

@@ -65,6 +65,42 @@ def cmd_stats(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _embedding_dir(cfg: Config) -> str:
+    return os.path.join(cfg.resolved_output_dir(), "embeddings")
+
+
+def cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
+    """Frozen-LLM item embeddings with the Beam job (incremental)."""
+    from beam.embed_pipeline import run_embedding_job
+
+    data_dir = args.input or os.path.join(cfg.resolved_output_dir(), "data")
+    items_path = os.path.join(data_dir, "items.parquet")
+    if not os.path.exists(items_path):
+        raise FileNotFoundError(f"{items_path} not found; run `learn ingest` first")
+    e = cfg.embedding
+    beam_args = list(e.beam_args) + list(args.beam_arg or [])
+    run_embedding_job(
+        items_path, args.output or _embedding_dir(cfg), model=e.model, template=e.template, pooling=e.pooling,
+        max_tokens=e.max_tokens, batch_size=e.batch_size, postprocess_method=e.postprocess,
+        whiten_dim=e.whiten_dim, num_shards=e.num_shards, beam_args=beam_args, force=args.force,
+        refit=args.refit,
+    )
+    return 0
+
+
+def cmd_convert(cfg: Config, args: argparse.Namespace) -> int:
+    """Converts the configured embedded model (or a given GGUF file) into a keras-hub preset folder."""
+    from learn_tf.encoders import convert_gguf, resolve_preset
+
+    if args.gguf:
+        if not args.output:
+            raise ValueError("--gguf needs --output (the preset folder to write)")
+        print(convert_gguf(args.gguf, args.output))
+    else:
+        print(resolve_preset(args.model or cfg.embedding.model))
+    return 0
+
+
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     """The main job on the configured data: what exists of the pipeline, end to end."""
     from learn_tf.data.ingest import ingest
@@ -114,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-tfrecords", action="store_true", help="skip the TFRecord copies (large synthetic data)")
     add("split", cmd_split, "leave-one-out split with cold-item holdout and segments", input_=True)
     add("stats", cmd_stats, "dataset statistics (JSON + PNG)", input_=True)
+    sp = add("embed", cmd_embed, "frozen-LLM item embeddings (Apache Beam + keras-hub), incremental", input_=True)
+    sp.add_argument("--beam-arg", action="append", metavar="ARG",
+                    help="extra Beam pipeline option, repeatable (e.g. --beam-arg=--runner=DataflowRunner)")
+    sp.add_argument("--force", action="store_true", help="ignore the cache and re-embed every item")
+    sp.add_argument("--refit", action="store_true",
+                    help="refit the post-processing on the current catalogue (default: keep the published one)")
+    sp = add("convert-gguf", cmd_convert,
+             "convert an embedded LLM (GGUF / MiniLM from PyPI) into a keras-hub preset folder (cached)")
+    sp.add_argument("--model", help="embedded preset name (default: the config's embedding.model)")
+    sp.add_argument("--gguf", help="convert this GGUF file instead (then --output is the target folder)")
     add("demo", cmd_demo, "run the main job end to end on the configured data")
     return p
 

@@ -28,6 +28,20 @@ def bucket_length(n_tokens: int, max_tokens: int, multiple: int = PAD_MULTIPLE) 
     return min(max_tokens, max(multiple, -(-n_tokens // multiple) * multiple))
 
 
+def _backbone_overrides(preset: str) -> dict[str, float]:
+    """Config values keras-hub's Hugging Face llama loader ignores (it fixes RMSNorm eps at 1e-6)."""
+    import json
+
+    path = os.path.join(preset, "config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    if cfg.get("model_type") == "llama" and "rms_norm_eps" in cfg:
+        return {"layer_norm_epsilon": float(cfg["rms_norm_eps"])}
+    return {}
+
+
 class TextEncoder:
     """Frozen keras-hub backbone + tokenizer mapping texts to unit-norm vectors.
 
@@ -49,7 +63,7 @@ class TextEncoder:
         if "://" not in preset and not os.path.isdir(preset):
             raise EncoderLoadError(f"model path {preset!r} is not a folder or a keras-hub handle")
         try:
-            self.backbone = keras_hub.models.Backbone.from_preset(preset)
+            self.backbone = keras_hub.models.Backbone.from_preset(preset, **_backbone_overrides(preset))
             self.tokenizer = keras_hub.models.Tokenizer.from_preset(preset)
         except Exception as e:  # keras-hub raises many kinds here
             raise EncoderLoadError(f"cannot load a keras-hub backbone/tokenizer from {preset!r}: {e}") from e
