@@ -101,6 +101,22 @@ def cmd_convert(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(cfg: Config, args: argparse.Namespace) -> int:
+    """Trains LEARN (and the SASRec baseline / the no-alignment variant) on the split."""
+    from learn_tf.training.jobs import train_job
+
+    train_job(cfg, args.model or ["learn", "learn_c", "sasrec"], models_dir=args.output)
+    return 0
+
+
+def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
+    """Full-catalogue evaluation of every trained model and the baselines."""
+    from learn_tf.training.jobs import evaluate_job
+
+    evaluate_job(cfg, models_dir=args.models, results_dir=args.output, split=args.split)
+    return 0
+
+
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     """The main job on the configured data: what exists of the pipeline, end to end."""
     from learn_tf.data.ingest import ingest
@@ -160,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
              "convert an embedded LLM (GGUF / MiniLM from PyPI) into a keras-hub preset folder (cached)")
     sp.add_argument("--model", help="embedded preset name (default: the config's embedding.model)")
     sp.add_argument("--gguf", help="convert this GGUF file instead (then --output is the target folder)")
+    sp = add("train", cmd_train, "train LEARN twin towers and baselines (TFRS), with early stopping")
+    sp.add_argument("--model", action="append", choices=["learn", "learn_c", "sasrec"],
+                    help="which model(s) to train, repeatable (default: all three)")
+    sp = add("evaluate", cmd_evaluate, "full-catalogue Recall/NDCG/MRR per protocol and segment, JSON + md + PNG")
+    sp.add_argument("--models", help="trained models directory (default: <output_dir>/models)")
+    sp.add_argument("--split", default="test", choices=["test", "validation"])
     add("demo", cmd_demo, "run the main job end to end on the configured data")
     return p
 

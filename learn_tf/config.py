@@ -126,6 +126,55 @@ class EmbeddingConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The LEARN towers (and the SASRec baseline, which shares the transformer settings)."""
+
+    d_model: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    ff_dim: int = 256
+    out_dim: int = 64
+    dropout: float = 0.2
+    # Item tower: "a" shared weights + causal attention over targets (paper default),
+    # "b" shared weights + self-only attention, "c" raw content embedding (no alignment).
+    item_tower: Literal["a", "b", "c"] = "a"
+    # "content" (the paper) or "hybrid" (content + learned ID embedding with ID dropout).
+    item_inputs: Literal["content", "hybrid"] = "content"
+    id_dropout: float = 0.5
+    # The official LEARN code adds no position embeddings; SASRec uses them.
+    use_positions: bool = False
+    sasrec_use_positions: bool = True
+    input_norm: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Sampling, loss and optimisation."""
+
+    # "dense" all-action (default; see LEARN.md "Measured") or the "official" one-cut-per-user scheme.
+    sampling: Literal["dense", "official"] = "dense"
+    max_len: int = 50
+    num_targets: int = 10
+    num_query_positions: int = 10
+    samples_per_user: int = 4
+    recency_weighted: bool = False
+    logit_scale: float = 20.0
+    # Subtract log item frequency from in-batch scores (Yi et al. 2019); without it
+    # in-batch negatives push popular items down.
+    logq_correction: bool = True
+    batch_size: int = 64
+    epochs: int = 40
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    # Early stopping on validation NDCG@10 (protocol below), evaluated every epoch.
+    patience: int = 5
+    early_stopping_protocol: Literal["masked", "unmasked"] = "masked"
+    collapse_guard: bool = True
+    seed: int = 2024
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole job: one file per dataset or scale."""
 
@@ -133,6 +182,8 @@ class Config:
     data: DataConfig
     split: SplitConfig = field(default_factory=SplitConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     # Default working directory for every step; `{name}` is substituted.
     output_dir: str = "runs/{name}"
 

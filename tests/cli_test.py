@@ -76,3 +76,32 @@ def test_demo_on_movielens_prints_report(tmp_path):
                           capture_output=True, text=True, check=True)
     assert "kept: 943 users, 1,682 items, 100,000 interactions" in proc.stdout
     assert "100,000" in proc.stdout and "1,682" in proc.stdout
+
+
+def test_ingest_embed_train_evaluate_on_tiny_data(tmp_path, tiny_decoder_preset, capsys):
+    import yaml
+
+    with open(TINY) as f:
+        raw = yaml.safe_load(f)
+    raw["output_dir"] = str(tmp_path / "run")
+    raw["embedding"] = {"model": tiny_decoder_preset, "template": "movielens", "max_tokens": 32, "batch_size": 16}
+    raw["model"] = {"d_model": 16, "num_layers": 1, "num_heads": 2, "ff_dim": 32, "out_dim": 8, "dropout": 0.0}
+    raw["train"] = {"max_len": 12, "num_targets": 2, "num_query_positions": 2, "samples_per_user": 2,
+                    "batch_size": 32, "epochs": 2, "patience": 5}
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    for cmd in (["ingest", "--no-tfrecords"], ["embed"], ["train", "--model", "learn", "--model", "sasrec"],
+                ["evaluate"]):
+        assert main([cmd[0], "--config", str(cfg), *cmd[1:]]) == 0, cmd
+    out = capsys.readouterr().out
+    assert "best validation NDCG@10" in out and "popularity" in out
+    results_dir = tmp_path / "run" / "results"
+    with open(results_dir / "results.json") as f:
+        results = json.load(f)
+    assert set(results["models"]) == {"learn_a", "sasrec", "content_knn", "popularity"}
+    for protocol in ("masked", "unmasked"):
+        seg = results["models"]["learn_a"][protocol]["segments"]
+        assert seg["cold_item"]["count"] + seg["head_item"]["count"] + seg["long_tail_item"]["count"] == 60
+    for name in ("results.md", "recall_at_k.png", "segments.png"):
+        assert (results_dir / name).exists()
+    assert (tmp_path / "run" / "models" / "learn_a" / "curves.png").exists()

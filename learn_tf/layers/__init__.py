@@ -1,0 +1,11 @@
+"""Keras (tf_keras) layers of the LEARN towers; each serialisable with `get_config`."""
+
+from learn_tf.layers.adaptor import ContentAdaptor
+from learn_tf.layers.content_table import ContentTable
+from learn_tf.layers.encoder import CausalTransformerEncoder, TransformerBlock, attention_mask
+from learn_tf.layers.projection import ProjectionHead
+
+__all__ = [
+    "CausalTransformerEncoder", "ContentAdaptor", "ContentTable", "ProjectionHead", "TransformerBlock",
+    "attention_mask",
+]

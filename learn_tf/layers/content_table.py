@@ -1,0 +1,53 @@
+"""Frozen item content embeddings looked up by item index (0 = padding / unknown)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+
+
+@tf.keras.utils.register_keras_serializable(package="learn_tf")
+class ContentTable(tf.keras.layers.Layer):
+    """Maps item indices to frozen LLM content vectors.
+
+    Row 0 is the zero vector (padding and unknown items); rows 1..N are the
+    catalogue. The table is a non-trainable weight, so it ships inside a
+    SavedModel and can be replaced (`set_table`) when items are added.
+
+    Args:
+      num_items: N, the catalogue size (without the padding row).
+      dim: content embedding width (the LLM hidden size after post-processing).
+      table: optional [N, dim] initial vectors.
+    """
+
+    def __init__(self, num_items: int, dim: int, table: Optional[np.ndarray] = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_items = int(num_items)
+        self.dim = int(dim)
+        self._initial = None if table is None else np.asarray(table, np.float32)
+        if self._initial is not None and self._initial.shape != (self.num_items, self.dim):
+            raise ValueError(f"content table has shape {self._initial.shape}, expected ({num_items}, {dim})")
+
+    def build(self, input_shape: Any) -> None:
+        self.table = self.add_weight(name="table", shape=(self.num_items + 1, self.dim), initializer="zeros",
+                                     trainable=False)
+        if self._initial is not None:
+            self.set_table(self._initial)
+            self._initial = None
+        super().build(input_shape)
+
+    def set_table(self, table: np.ndarray) -> None:
+        """Replaces the [N, dim] content vectors (row 0 stays zero)."""
+        table = np.asarray(table, np.float32)
+        if table.shape != (self.num_items, self.dim):
+            raise ValueError(f"content table has shape {table.shape}, expected ({self.num_items}, {self.dim})")
+        self.table.assign(np.concatenate([np.zeros((1, self.dim), np.float32), table]))
+
+    def call(self, indices: tf.Tensor) -> tf.Tensor:
+        """[...] int indices -> [..., dim] content vectors."""
+        return tf.gather(self.table, indices)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_items": self.num_items, "dim": self.dim}

@@ -1,0 +1,103 @@
+"""Item ids <-> indices, content table alignment, and full-catalogue scoring for the evaluator."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+class UnknownItemError(KeyError):
+    """A history references an item id that is not in the catalogue."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+class Catalogue:
+    """The catalogue order used by every model: index i + 1 is item_ids[i]; 0 is padding.
+
+    Args:
+      item_ids: [N] unique item ids (sorted order recommended).
+    """
+
+    def __init__(self, item_ids: Sequence[str]) -> None:
+        self.item_ids = np.asarray(item_ids).astype(str)
+        self.index = {item: i + 1 for i, item in enumerate(self.item_ids)}
+        if len(self.index) != len(self.item_ids):
+            raise ValueError("catalogue item ids are not unique")
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def indices(self, ids: Sequence[str], context: str = "") -> np.ndarray:
+        """Item ids -> int32 indices.
+
+        Raises:
+          UnknownItemError: naming the first unknown id (and `context`, e.g. the user).
+        """
+        out = np.empty(len(ids), np.int32)
+        for k, item in enumerate(ids):
+            try:
+                out[k] = self.index[item]
+            except KeyError:
+                where = f" ({context})" if context else ""
+                raise UnknownItemError(f"unknown item id {item!r}{where}: not in the catalogue of "
+                                       f"{len(self.item_ids):,} items") from None
+        return out
+
+    def pad_histories(self, histories: Sequence[Sequence[str]], max_len: int) -> np.ndarray:
+        """Histories (oldest first) -> [B, max_len] right-padded indices of the last max_len items.
+
+        Raises:
+          ValueError: a history is empty. UnknownItemError: an id is not in the catalogue.
+        """
+        out = np.zeros((len(histories), max_len), np.int32)
+        for r, h in enumerate(histories):
+            if len(h) == 0:
+                raise ValueError(f"history row {r} is empty: a user needs at least one item to be scored")
+            idx = self.indices(list(h)[-max_len:], context=f"history row {r}")
+            out[r, : len(idx)] = idx
+        return out
+
+    def align(self, ids: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """Reorders rows of `matrix` (keyed by `ids`) into catalogue order.
+
+        Raises:
+          ValueError: naming a catalogue item that has no row.
+        """
+        pos = {str(i): k for k, i in enumerate(np.asarray(ids).astype(str))}
+        missing = [i for i in self.item_ids if i not in pos]
+        if missing:
+            raise ValueError(f"{len(missing)} catalogue items have no content embedding, e.g. {missing[0]!r}; "
+                             "re-run `learn embed` on the current catalogue")
+        return matrix[[pos[i] for i in self.item_ids]]
+
+
+class TowerScorer:
+    """Scores the whole catalogue for histories with trained towers (for the evaluator).
+
+    Args:
+      towers: trained towers.
+      catalogue: the index mapping the towers were built with.
+      max_len: history length fed to the user tower.
+      batch_size: items per forward pass when encoding the catalogue.
+    """
+
+    def __init__(self, towers: tf.keras.Model, catalogue: Catalogue, max_len: int, batch_size: int = 1024) -> None:
+        self.towers, self.catalogue, self.max_len = towers, catalogue, max_len
+        idx = np.arange(1, len(catalogue) + 1, dtype=np.int32)
+        self.item_matrix = np.concatenate([
+            towers.items(tf.constant(idx[s:s + batch_size])).numpy() for s in range(0, len(idx), batch_size)
+        ])
+        self._users = tf.function(lambda x: towers.users(x, training=False),
+                                  input_signature=[tf.TensorSpec([None, max_len], tf.int32)])
+
+    def user_vectors(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """[B] histories -> [B, d] user embeddings."""
+        return self._users(tf.constant(self.catalogue.pad_histories(histories, self.max_len))).numpy()
+
+    def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """[B] histories -> [B, N] cosine scores against every catalogue item."""
+        return self.user_vectors(histories) @ self.item_matrix.T

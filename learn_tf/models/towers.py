@@ -1,0 +1,161 @@
+"""The LEARN twin towers and the SASRec baseline towers.
+
+Both work on item *indices* (0 = padding, 1..N = catalogue order); string ids
+are mapped to indices by `learn_tf.models.catalogue.Catalogue` and, in
+exported SavedModels, by a StringLookup. Interface shared by both:
+
+- `sequence(indices [B, T]) -> [B, T, d]`: per-position user embeddings.
+- `targets(indices [B, T]) -> [B, T, d]`: item embeddings used in training.
+- `items(indices [N]) -> [N, d]`: item embeddings at inference (one item each).
+- `users(indices [B, T]) -> [B, d]`: the embedding at the last real position.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from learn_tf.layers import CausalTransformerEncoder, ContentAdaptor, ContentTable, ProjectionHead
+
+ITEM_TOWERS = ("a", "b", "c")
+ITEM_INPUTS = ("content", "hybrid")
+
+
+def last_position(indices: tf.Tensor) -> tf.Tensor:
+    """[B, T] right-padded indices -> [B] index of the last real position (0 when empty)."""
+    return tf.maximum(tf.reduce_sum(tf.cast(indices > 0, tf.int32), axis=1) - 1, 0)
+
+
+class _TowersBase(tf.keras.Model):
+    """Shared helpers; subclasses define `sequence`, `targets`, `items`."""
+
+    def users(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """[B, T] history indices (right-padded) -> [B, d] user embeddings."""
+        seq = self.sequence(indices, training=training)
+        return tf.gather(seq, last_position(indices), batch_dims=1)
+
+    def call(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.users(indices, training=training)
+
+
+@tf.keras.utils.register_keras_serializable(package="learn_tf")
+class LearnTowers(_TowersBase):
+    """LEARN: frozen content -> adaptor -> causal transformer -> projection, shared by both towers.
+
+    Args:
+      num_items, content_dim: catalogue size and LLM vector width.
+      d_model, num_layers, num_heads, ff_dim, dropout: transformer settings.
+      out_dim: output embedding width (ignored for item tower "c", which uses
+        the raw content width).
+      item_tower: "a" (shared weights, causal over the target sequence), "b"
+        (shared weights, self-only attention) or "c" (raw content embedding).
+      item_inputs: "content" (the paper) or "hybrid" (content + a learned ID
+        embedding dropped with probability `id_dropout` while training; cold
+        items have an untrained, zero ID vector).
+      use_positions, max_len: optional learned positions (off, as officially).
+      input_norm: LayerNorm on the content vectors in the adaptor.
+      content_table: optional [N, content_dim] initial content vectors.
+    """
+
+    def __init__(self, num_items: int, content_dim: int, d_model: int = 128, num_layers: int = 2,
+                 num_heads: int = 4, ff_dim: int = 256, out_dim: int = 64, dropout: float = 0.1,
+                 item_tower: str = "a", item_inputs: str = "content", id_dropout: float = 0.5,
+                 use_positions: bool = False, max_len: int = 64, input_norm: bool = True,
+                 content_table: Optional[np.ndarray] = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if item_tower not in ITEM_TOWERS:
+            raise ValueError(f"item_tower must be one of {ITEM_TOWERS}, got {item_tower!r}")
+        if item_inputs not in ITEM_INPUTS:
+            raise ValueError(f"item_inputs must be one of {ITEM_INPUTS}, got {item_inputs!r}")
+        self.num_items, self.content_dim, self.d_model = num_items, content_dim, d_model
+        self.num_layers, self.num_heads, self.ff_dim, self.dropout = num_layers, num_heads, ff_dim, dropout
+        self.item_tower, self.item_inputs, self.id_dropout = item_tower, item_inputs, id_dropout
+        self.use_positions, self.max_len, self.input_norm = use_positions, max_len, input_norm
+        # Item tower (c) compares users with raw content vectors: same width.
+        self.out_dim = content_dim if item_tower == "c" else out_dim
+        self.content = ContentTable(num_items, content_dim, content_table, name="content")
+        self.adaptor = ContentAdaptor(d_model, input_norm=input_norm, dropout=dropout, name="adaptor")
+        self.ids = (tf.keras.layers.Embedding(num_items + 1, d_model, name="item_ids",
+                                              embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.02))
+                    if item_inputs == "hybrid" else None)
+        self.encoder = CausalTransformerEncoder(num_layers, num_heads, d_model, ff_dim, dropout, max_len,
+                                                use_positions, name="encoder")
+        self.projection = ProjectionHead(self.out_dim, name="projection")
+
+    def _inputs(self, indices: tf.Tensor, training: bool) -> tf.Tensor:
+        x = self.adaptor(self.content(indices), training=training)
+        if self.ids is not None:
+            e = self.ids(indices)
+            if training and self.id_dropout > 0:
+                keep = tf.random.uniform(tf.shape(indices)) >= self.id_dropout
+                e = e * tf.cast(keep, e.dtype)[..., None]
+            x = x + e
+        return x
+
+    def sequence(self, indices: tf.Tensor, training: bool = False, mode: str = "causal") -> tf.Tensor:
+        """[B, T] indices -> [B, T, out_dim] unit-norm embeddings at every position."""
+        h = self.encoder(self._inputs(indices, training), indices > 0, mode=mode, training=training)
+        return self.projection(h)
+
+    def targets(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """[B, T] target indices -> [B, T, out_dim] item embeddings per the item-tower variant."""
+        if self.item_tower == "c":
+            return tf.math.l2_normalize(self.content(indices), axis=-1, epsilon=1e-12)
+        return self.sequence(indices, training=training, mode="causal" if self.item_tower == "a" else "self")
+
+    def items(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """[N] item indices -> [N, out_dim]; each item encoded alone (variants a and b coincide)."""
+        if self.item_tower == "c":
+            return tf.math.l2_normalize(self.content(indices), axis=-1, epsilon=1e-12)
+        return self.sequence(indices[:, None], training=training, mode="self")[:, 0]
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "num_items": self.num_items, "content_dim": self.content_dim, "d_model": self.d_model,
+            "num_layers": self.num_layers, "num_heads": self.num_heads, "ff_dim": self.ff_dim,
+            "out_dim": self.out_dim, "dropout": self.dropout, "item_tower": self.item_tower,
+            "item_inputs": self.item_inputs, "id_dropout": self.id_dropout, "use_positions": self.use_positions,
+            "max_len": self.max_len, "input_norm": self.input_norm, "name": self.name,
+        }
+
+
+@tf.keras.utils.register_keras_serializable(package="learn_tf")
+class SASRecTowers(_TowersBase):
+    """SASRec: learned item-ID embeddings + the same causal transformer; items are their ID vectors.
+
+    The ID-based collaborative-filtering anchor. It is trained with the same
+    task, sampling and evaluator as LEARN. Items never seen in training (cold
+    items) keep their random initial vectors: an ID model cannot score them.
+    """
+
+    def __init__(self, num_items: int, d_model: int = 128, num_layers: int = 2, num_heads: int = 4,
+                 ff_dim: int = 256, dropout: float = 0.1, use_positions: bool = True, max_len: int = 64,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_items, self.d_model, self.num_layers, self.num_heads = num_items, d_model, num_layers, num_heads
+        self.ff_dim, self.dropout, self.use_positions, self.max_len = ff_dim, dropout, use_positions, max_len
+        self.out_dim = d_model
+        self.ids = tf.keras.layers.Embedding(num_items + 1, d_model, name="item_ids",
+                                             embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.02))
+        self.encoder = CausalTransformerEncoder(num_layers, num_heads, d_model, ff_dim, dropout, max_len,
+                                                use_positions, name="encoder")
+
+    def sequence(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """[B, T] indices -> [B, T, d_model] unit-norm hidden states."""
+        h = self.encoder(self.ids(indices), indices > 0, training=training)
+        return tf.math.l2_normalize(h, axis=-1, epsilon=1e-12)
+
+    def targets(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """[B, T] -> [B, T, d_model] unit-norm ID vectors."""
+        return self.items(indices, training)
+
+    def items(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """[...] -> [..., d_model] unit-norm ID vectors."""
+        return tf.math.l2_normalize(self.ids(indices), axis=-1, epsilon=1e-12)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"num_items": self.num_items, "d_model": self.d_model, "num_layers": self.num_layers,
+                "num_heads": self.num_heads, "ff_dim": self.ff_dim, "dropout": self.dropout,
+                "use_positions": self.use_positions, "max_len": self.max_len, "name": self.name}

@@ -1,0 +1,1 @@
+"""Training: sequence sampling, the learning-rate schedule, the training loop."""

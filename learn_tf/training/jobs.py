@@ -1,0 +1,186 @@
+"""The `learn train` and `learn evaluate` jobs: data loading, model building, saving, reporting."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from learn_tf.config import Config
+from learn_tf.models.catalogue import Catalogue, TowerScorer
+from learn_tf.models.towers import LearnTowers, SASRecTowers
+from learn_tf.training.sampler import SamplerSettings
+from learn_tf.training.trainer import TrainSettings, train
+from learn_tf.utils.io import atomic_open, write_json
+
+MODEL_KINDS = ("learn", "learn_c", "sasrec")
+TOWERS_FILE = "towers.json"
+CATALOGUE_FILE = "catalogue.txt"
+WEIGHTS = "weights"
+
+
+def run_dirs(cfg: Config) -> dict[str, str]:
+    """The standard locations under the config's output directory."""
+    root = cfg.resolved_output_dir()
+    return {"data": os.path.join(root, "data"), "split": os.path.join(root, "data", "split"),
+            "embeddings": os.path.join(root, "embeddings"), "models": os.path.join(root, "models"),
+            "results": os.path.join(root, "results")}
+
+
+def load_training_data(cfg: Config, data_dir: Optional[str] = None, embeddings_dir: Optional[str] = None
+                       ) -> dict[str, Any]:
+    """Splits, interactions, the catalogue (all items) and its aligned content matrix.
+
+    Raises:
+      FileNotFoundError: naming what is missing and the command that makes it.
+      ValueError: the embeddings do not cover the catalogue.
+    """
+    from learn_tf.data.ingest import read_ingested
+    from learn_tf.data.splits import read_splits
+    from learn_tf.embeddings.store import load_embeddings
+
+    dirs = run_dirs(cfg)
+    data_dir = data_dir or dirs["data"]
+    items, interactions = read_ingested(data_dir)
+    splits = read_splits(os.path.join(data_dir, "split"))
+    ids, matrix, manifest = load_embeddings(embeddings_dir or dirs["embeddings"])
+    catalogue = Catalogue(np.sort(items["item_id"].astype(str).to_numpy()))
+    content = catalogue.align(ids, matrix)
+    ordered = splits.train.sort_values(["user_id", "position"], kind="mergesort")
+    sequences = [catalogue.indices(g["item_id"].tolist(), context=f"user {u}")
+                 for u, g in ordered.groupby("user_id", sort=True)]
+    return {"items": items, "interactions": interactions, "splits": splits, "catalogue": catalogue,
+            "content": content, "sequences": sequences, "embedding_manifest": manifest}
+
+
+def train_settings(cfg: Config, verbose: int = 2) -> TrainSettings:
+    """TrainSettings from the config's train section."""
+    t = cfg.train
+    sampler = SamplerSettings(mode=t.sampling, max_len=t.max_len, num_targets=t.num_targets,
+                              num_query_positions=t.num_query_positions, samples_per_user=t.samples_per_user,
+                              recency_weighted=t.recency_weighted)
+    return TrainSettings(sampler=sampler, logit_scale=t.logit_scale, batch_size=t.batch_size, epochs=t.epochs,
+                         learning_rate=t.learning_rate, weight_decay=t.weight_decay,
+                         warmup_fraction=t.warmup_fraction, patience=t.patience,
+                         early_stopping_protocol=t.early_stopping_protocol, collapse_guard=t.collapse_guard,
+                         logq_correction=t.logq_correction, seed=t.seed, verbose=verbose)
+
+
+def build_towers(cfg: Config, kind: str, catalogue: Catalogue, content: np.ndarray) -> tf.keras.Model:
+    """LEARN towers (item tower from the config, or "c" for `learn_c`) or SASRec towers."""
+    m = cfg.model
+    common = dict(d_model=m.d_model, num_layers=m.num_layers, num_heads=m.num_heads, ff_dim=m.ff_dim,
+                  dropout=m.dropout, max_len=cfg.train.max_len)
+    if kind == "sasrec":
+        return SASRecTowers(len(catalogue), use_positions=m.sasrec_use_positions, **common)
+    if kind not in ("learn", "learn_c"):
+        raise ValueError(f"unknown model kind {kind!r}; choose from {', '.join(MODEL_KINDS)}")
+    return LearnTowers(len(catalogue), content.shape[1], out_dim=m.out_dim,
+                       item_tower="c" if kind == "learn_c" else m.item_tower, item_inputs=m.item_inputs,
+                       id_dropout=m.id_dropout, use_positions=m.use_positions, input_norm=m.input_norm,
+                       content_table=content, **common)
+
+
+def model_name(cfg: Config, kind: str) -> str:
+    """Directory / report name of a trained model."""
+    if kind == "learn":
+        suffix = "_hybrid" if cfg.model.item_inputs == "hybrid" else ""
+        return f"learn_{cfg.model.item_tower}{suffix}"
+    return kind
+
+
+def save_towers(towers: tf.keras.Model, catalogue: Catalogue, out_dir: str, extra: dict[str, Any]) -> None:
+    """Weights (TF checkpoint), the towers' config and the catalogue order."""
+    os.makedirs(out_dir, exist_ok=True)
+    towers.save_weights(os.path.join(out_dir, WEIGHTS))
+    with atomic_open(os.path.join(out_dir, CATALOGUE_FILE)) as f:
+        f.write("\n".join(catalogue.item_ids) + "\n")
+    write_json(os.path.join(out_dir, TOWERS_FILE), {"class": type(towers).__name__, "config": towers.get_config(),
+                                                     **extra})
+
+
+def load_towers(model_dir: str) -> tuple[tf.keras.Model, Catalogue, dict[str, Any]]:
+    """Rebuilds trained towers from `save_towers` output.
+
+    Raises:
+      FileNotFoundError: the directory holds no trained model.
+    """
+    path = os.path.join(model_dir, TOWERS_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found; run `learn train` first")
+    with open(path, encoding="utf-8") as f:
+        meta = json.load(f)
+    with open(os.path.join(model_dir, CATALOGUE_FILE), encoding="utf-8") as f:
+        catalogue = Catalogue([line.rstrip("\n") for line in f if line.rstrip("\n")])
+    cls = {"LearnTowers": LearnTowers, "SASRecTowers": SASRecTowers}[meta["class"]]
+    towers = cls.from_config(meta["config"])
+    towers.users(tf.zeros([1, 1], tf.int32))
+    towers.items(tf.ones([1], tf.int32))
+    towers.load_weights(os.path.join(model_dir, WEIGHTS)).expect_partial()
+    return towers, catalogue, meta
+
+
+def train_job(cfg: Config, kinds: Sequence[str], models_dir: Optional[str] = None, verbose: int = 2) -> dict[str, Any]:
+    """Trains each model kind and saves it under `<models_dir>/<name>/`."""
+    data = load_training_data(cfg)
+    models_dir = models_dir or run_dirs(cfg)["models"]
+    val = _with_earlier(data["splits"].cases("validation"), data["interactions"])
+    summary = {}
+    for kind in kinds:
+        name = model_name(cfg, kind)
+        out = os.path.join(models_dir, name)
+        print(f"[learn train] {name}: {len(data['sequences']):,} training sequences, "
+              f"{len(data['catalogue']):,} items -> {out}")
+        towers = build_towers(cfg, kind, data["catalogue"], data["content"])
+        settings = train_settings(cfg, verbose)
+        result = train(towers, data["catalogue"], data["sequences"], val, settings, output_dir=out)
+        save_towers(towers, data["catalogue"], out, {"kind": kind, "max_len": cfg.train.max_len,
+                                                     "best_epoch": result.best_epoch,
+                                                     "best_val_ndcg@10": result.best_metric,
+                                                     "model_config": asdict(cfg.model)})
+        summary[name] = {"best_epoch": result.best_epoch, "best_val_ndcg@10": result.best_metric,
+                         "seconds": round(result.seconds, 1)}
+        print(f"[learn train] {name}: best validation NDCG@10 {result.best_metric:.4f} at epoch "
+              f"{result.best_epoch} ({result.seconds:.0f} s)")
+    return summary
+
+
+def _with_earlier(cases: pd.DataFrame, interactions: pd.DataFrame) -> pd.DataFrame:
+    from learn_tf.evaluation.cases import add_earlier_items
+
+    return add_earlier_items(cases, interactions)
+
+
+def evaluate_job(cfg: Config, models_dir: Optional[str] = None, results_dir: Optional[str] = None,
+                 split: str = "test") -> dict[str, Any]:
+    """Scores every trained model plus Popularity and content-kNN; writes JSON, markdown and PNGs."""
+    from learn_tf.baselines import ContentKNNBaseline, PopularityBaseline
+    from learn_tf.evaluation.evaluator import evaluate_models
+    from learn_tf.evaluation.report import format_table, write_report
+
+    data = load_training_data(cfg)
+    cat = data["catalogue"]
+    models_dir = models_dir or run_dirs(cfg)["models"]
+    scorers: dict[str, Any] = {}
+    if os.path.isdir(models_dir):
+        for name in sorted(os.listdir(models_dir)):
+            if os.path.exists(os.path.join(models_dir, name, TOWERS_FILE)):
+                towers, model_cat, meta = load_towers(os.path.join(models_dir, name))
+                if list(model_cat.item_ids) != list(cat.item_ids):
+                    raise ValueError(f"model {name} was trained on a different catalogue; retrain it")
+                scorers[name] = TowerScorer(towers, cat, int(meta["max_len"])).score
+    scorers["content_knn"] = ContentKNNBaseline(cat.item_ids, data["content"]).score
+    scorers["popularity"] = PopularityBaseline.from_interactions(cat.item_ids, data["splits"].train["item_id"]).score
+    cases = _with_earlier(data["splits"].cases(split), data["interactions"])
+    results = evaluate_models(scorers, cases, cat.item_ids)
+    results["split"] = split
+    out = results_dir or run_dirs(cfg)["results"]
+    write_report(results, out)
+    print(format_table(results))
+    print(f"[learn evaluate] wrote {out}/results.json, results.md, recall_at_k.png, segments.png")
+    return results

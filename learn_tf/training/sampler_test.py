@@ -1,0 +1,49 @@
+"""Tests for the history/target sampler."""
+
+import numpy as np
+import pytest
+
+from learn_tf.training.sampler import SamplerSettings, SequenceSampler
+
+SEQS = [np.arange(1, 31), np.arange(101, 106), np.array([7])]
+
+
+def test_dense_samples_follow_their_cut():
+    s = SequenceSampler(SEQS, SamplerSettings(max_len=8, num_targets=3, num_query_positions=4, samples_per_user=5))
+    ep = s.epoch()
+    assert ep["history"].shape == (10, 8) and ep["targets"].shape == (10, 3) and ep["query_positions"].shape == (10, 4)
+    for hist, pos, tgt in zip(ep["history"], ep["query_positions"], ep["targets"]):
+        h = hist[hist > 0]
+        t = tgt[tgt > 0]
+        assert len(t) >= 1 and t[0] == h[-1] + 1  # targets start right after the history
+        assert np.all(np.diff(np.concatenate([h, t])) == 1)  # consecutive items, in order
+        p = pos[pos >= 0]
+        assert p.max() == len(h) - 1 and len(set(p)) == len(p)  # the last position is always a query
+
+
+def test_official_mode_one_sample_per_user_in_second_half():
+    s = SequenceSampler(SEQS[:1], SamplerSettings(mode="official", max_len=40), seed=3)
+    cuts = []
+    for _ in range(200):
+        ep = s.epoch()
+        assert ep["targets"].shape == (1, 1) and ep["query_positions"].tolist() == [[int((ep["history"] > 0).sum()) - 1]]
+        cuts.append(int(ep["targets"][0, 0]) - 1)  # index of the target in the sequence
+    assert min(cuts) >= 15 and max(cuts) <= 29
+
+
+def test_recency_weighting_prefers_late_cuts_and_epochs_differ():
+    base = SamplerSettings(max_len=50, num_targets=1, num_query_positions=1, samples_per_user=400)
+    plain = SequenceSampler(SEQS[:1], base, seed=0).epoch()["targets"].mean()
+    weighted = SequenceSampler(SEQS[:1], SamplerSettings(**{**base.__dict__, "recency_weighted": True}), seed=0)
+    assert weighted.epoch()["targets"].mean() > plain
+    s = SequenceSampler(SEQS, SamplerSettings(max_len=8), seed=0)
+    assert not np.array_equal(s.epoch()["history"], s.epoch()["history"])
+    assert np.array_equal(SequenceSampler(SEQS, SamplerSettings(max_len=8), seed=0).epoch()["history"],
+                          SequenceSampler(SEQS, SamplerSettings(max_len=8), seed=0).epoch()["history"])
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="no training sequence"):
+        SequenceSampler([np.array([1])], SamplerSettings())
+    with pytest.raises(ValueError, match="sampling mode"):
+        SequenceSampler(SEQS, SamplerSettings(mode="weird"))
