@@ -179,6 +179,8 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, default=0, help="use only the first N items")
+    p.add_argument("--loop-first", action="store_true",
+                   help="run the plain loop before the Beam job (default: Beam first); swaps any order effect")
     p.add_argument("--json", help="also write the figures to this JSON file")
     a = p.parse_args()
 
@@ -202,66 +204,82 @@ def main() -> None:
         print(f"items {n_items:,}, distinct texts {len(texts):,}, model {a.model}, batch {a.batch_size}, "
               f"max_tokens {a.max_tokens}, template {a.template}", flush=True)
 
-        # ---- 1. the Beam job
         out = os.path.join(work, "emb")
         beam_args = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
         meter = CpuMeter()
-        rec.phase = "beam"
-        t0 = time.perf_counter()
-        job = run_embedding_job(items_path, out, model=a.model, template=a.template, pooling=a.pooling,
-                                max_tokens=a.max_tokens, batch_size=a.batch_size, beam_args=beam_args, force=True)
-        t_job = time.perf_counter() - t0
-        t_end = time.perf_counter()
-        busy_beam = meter.others()
-        inits, toks, fwds = rec.of("beam", "__init__"), rec.of("beam", "tokenize"), rec.of("beam", "embed_ids")
-        beam_tokens = job.counters["tokens"]
-        beam_padded = sum(e["padded"] for e in fwds)
-        assert beam_tokens == sum(e["tokens"] for e in fwds), "tokens counter differs from the forward inputs"
-        split = {
-            "driver_and_beam_until_model_load": inits[0]["start"] - t0,
-            "model_loads": _span(inits),
-            "tokenize_first_call_incl_trace": toks[0]["end"] - toks[0]["start"],
-            "tokenize_other_calls": _span(toks[1:]),
-            "forward_first_call_incl_trace": fwds[0]["end"] - fwds[0]["start"],
-            "forward_other_calls": _span(fwds[1:]),
-        }
-        first = min(e["start"] for e in inits + toks + fwds)
-        last = max(e["end"] for e in inits + toks + fwds)
-        split["beam_between_model_calls"] = (last - first) - _span(inits) - _span(toks) - _span(fwds)
-        split["after_last_forward_write_and_publish"] = t_end - last
-        steady_tok = sum(e["tokens"] for e in fwds[1:])
-        res["beam"] = {
-            "seconds": t_job, "job_reported_seconds": job.seconds, "tokens": beam_tokens, "padded_tokens": beam_padded,
-            "forward_passes": len(fwds), "encoder_loads": len(inits), "tokenize_calls": len(toks),
-            "tokens_per_s": beam_tokens / t_job, "split": split,
-            "steady_forward_tokens_per_s": steady_tok / split["forward_other_calls"],
-            "counters": job.counters, "other_processes_cores": busy_beam,
-        }
 
-        # ---- 2. the plain loop over the same texts
-        rec.phase = "loop"
-        meter.start()
-        t0 = time.perf_counter()
-        enc = encoder_mod.TextEncoder(preset, pooling=a.pooling, max_tokens=a.max_tokens)
-        t_load = time.perf_counter() - t0
-        vecs = enc.embed_texts(texts, batch_size=a.batch_size)
-        t_loop = time.perf_counter() - t0
-        busy_loop = meter.others()
-        ltoks, lfwds = rec.of("loop", "tokenize"), rec.of("loop", "embed_ids")
-        loop_tokens = sum(e["tokens"] for e in lfwds)
-        loop_padded = sum(e["padded"] for e in lfwds)
-        l_steady_t = _span(lfwds[1:])
-        l_steady_tok = sum(e["tokens"] for e in lfwds[1:])
-        res["loop"] = {
-            "seconds": t_loop, "load_seconds": t_load, "tokens": loop_tokens, "padded_tokens": loop_padded,
-            "forward_passes": len(lfwds),
-            "tokenize_seconds_incl_trace": _span(ltoks),
-            "forward_first_call_incl_trace": lfwds[0]["end"] - lfwds[0]["start"],
-            "forward_other_calls": l_steady_t,
-            "tokens_per_s": loop_tokens / t_loop,
-            "tokens_per_s_excl_load": loop_tokens / (t_loop - t_load),
-            "steady_forward_tokens_per_s": l_steady_tok / l_steady_t, "other_processes_cores": busy_loop,
-        }
+        def run_beam() -> Any:
+            """1. The Beam job, force=True into a fresh dir."""
+            rec.phase = "beam"
+            meter.start()
+            t0 = time.perf_counter()
+            job = run_embedding_job(items_path, out, model=a.model, template=a.template, pooling=a.pooling,
+                                    max_tokens=a.max_tokens, batch_size=a.batch_size, beam_args=beam_args,
+                                    force=True)
+            t_end = time.perf_counter()
+            t_job = t_end - t0
+            busy = meter.others()
+            inits, toks, fwds = rec.of("beam", "__init__"), rec.of("beam", "tokenize"), rec.of("beam", "embed_ids")
+            assert job.counters["tokens"] == sum(e["tokens"] for e in fwds), "tokens counter != forward inputs"
+            split = {
+                "driver_and_beam_until_model_load": inits[0]["start"] - t0,
+                "model_loads": _span(inits),
+                "tokenize_first_call_incl_trace": toks[0]["end"] - toks[0]["start"],
+                "tokenize_other_calls": _span(toks[1:]),
+                "forward_first_call_incl_trace": fwds[0]["end"] - fwds[0]["start"],
+                "forward_other_calls": _span(fwds[1:]),
+            }
+            first = min(e["start"] for e in inits + toks + fwds)
+            last = max(e["end"] for e in inits + toks + fwds)
+            split["beam_between_model_calls"] = (last - first) - _span(inits) - _span(toks) - _span(fwds)
+            split["after_last_forward_write_and_publish"] = t_end - last
+            res["beam"] = {
+                "seconds": t_job, "job_reported_seconds": job.seconds, "tokens": job.counters["tokens"],
+                "padded_tokens": sum(e["padded"] for e in fwds), "steady_padded": sum(e["padded"] for e in fwds[1:]),
+                "forward_passes": len(fwds), "encoder_loads": len(inits), "tokenize_calls": len(toks),
+                "tokens_per_s": job.counters["tokens"] / t_job, "split": split,
+                "steady_forward_tokens_per_s": sum(e["tokens"] for e in fwds[1:]) / split["forward_other_calls"],
+                "counters": job.counters, "other_processes_cores": busy,
+            }
+            return job
+
+        def run_loop() -> tuple[Any, np.ndarray]:
+            """2. The plain loop over the same distinct texts, including its own model load."""
+            rec.phase = "loop"
+            meter.start()
+            t0 = time.perf_counter()
+            enc = encoder_mod.TextEncoder(preset, pooling=a.pooling, max_tokens=a.max_tokens)
+            t_load = time.perf_counter() - t0
+            vecs = enc.embed_texts(texts, batch_size=a.batch_size)
+            t_loop = time.perf_counter() - t0
+            busy = meter.others()
+            ltoks, lfwds = rec.of("loop", "tokenize"), rec.of("loop", "embed_ids")
+            tokens = sum(e["tokens"] for e in lfwds)
+            steady_t = _span(lfwds[1:])
+            res["loop"] = {
+                "seconds": t_loop, "load_seconds": t_load, "tokens": tokens,
+                "padded_tokens": sum(e["padded"] for e in lfwds), "steady_padded": sum(e["padded"] for e in lfwds[1:]),
+                "forward_passes": len(lfwds),
+                "tokenize_seconds_incl_trace": _span(ltoks),
+                "forward_first_call_incl_trace": lfwds[0]["end"] - lfwds[0]["start"],
+                "forward_other_calls": steady_t,
+                "tokens_per_s": tokens / t_loop,
+                "tokens_per_s_excl_load": tokens / (t_loop - t_load),
+                "steady_forward_tokens_per_s": sum(e["tokens"] for e in lfwds[1:]) / steady_t,
+                "other_processes_cores": busy,
+            }
+            return enc, vecs
+
+        if a.loop_first:
+            enc, vecs = run_loop()
+            job = run_beam()
+        else:
+            job = run_beam()
+            enc, vecs = run_loop()
+        t_job, t_loop = res["beam"]["seconds"], res["loop"]["seconds"]
+        beam_tokens, loop_tokens = res["beam"]["tokens"], res["loop"]["tokens"]
+        beam_padded, loop_padded = res["beam"]["padded_tokens"], res["loop"]["padded_tokens"]
+
         # The job's raw (pre-centring) vectors should be the loop's vectors.
         from learn_tf.embeddings import store
 
@@ -280,6 +298,7 @@ def main() -> None:
         meter.start()
         gf = matmul_gflops()
         busy_mm = meter.others()
+
         def rate(params, tokens, seconds):
             return 2 * params * tokens / seconds / 1e9
         res["flops"] = {
@@ -288,11 +307,11 @@ def main() -> None:
             "beam_gflops_real": rate(n_params, beam_tokens, t_job),
             "beam_gflops_padded": rate(n_params, beam_padded, t_job),
             "beam_steady_forward_gflops_padded": rate(
-                n_params, sum(e["padded"] for e in fwds[1:]), split["forward_other_calls"]),
+                n_params, res["beam"]["steady_padded"], res["beam"]["split"]["forward_other_calls"]),
             "loop_gflops_real": rate(n_params, loop_tokens, t_loop),
             "loop_gflops_padded": rate(n_params, loop_padded, t_loop),
             "loop_steady_forward_gflops_padded": rate(
-                n_params, sum(e["padded"] for e in lfwds[1:]), l_steady_t),
+                n_params, res["loop"]["steady_padded"], res["loop"]["forward_other_calls"]),
         }
 
         # ---- 4. unchanged re-run: should skip
@@ -309,7 +328,8 @@ def main() -> None:
     s = b["split"]
     print("\n=== Item embeddings: Beam job vs plain keras-hub loop ===")
     print(f"items {n_items:,} ({len(texts):,} distinct texts), model {a.model}, batch {a.batch_size}, "
-          f"max_tokens {a.max_tokens}, 1 worker, in_memory DirectRunner")
+          f"max_tokens {a.max_tokens}, 1 worker, in_memory DirectRunner; "
+          f"{'loop' if a.loop_first else 'Beam'} ran first")
     print(f"Beam job:   {b['seconds']:7.1f} s  {b['tokens']:,} tokens ({b['padded_tokens']:,} padded)  "
           f"{b['tokens_per_s']:7.1f} tokens/s  ({b['forward_passes']} forward passes, "
           f"{b['encoder_loads']} model load(s), {b['tokenize_calls']} tokenize calls)")

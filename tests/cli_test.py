@@ -46,14 +46,31 @@ def test_ingest_writes_tables_report_and_identical_splits(tmp_path, capsys):
         assert fa.read() == fc.read()
 
 
-def test_demo_runs_ingest_split_stats(tmp_path, capsys):
-    assert main(["demo", "--config", TINY, "--output", str(tmp_path)]) == 0
+def _tiny_config(tmp_path, preset):
+    import yaml
+
+    with open(TINY) as f:
+        raw = yaml.safe_load(f)
+    raw["output_dir"] = str(tmp_path / "run")
+    raw["embedding"] = {"model": preset, "template": "movielens", "max_tokens": 32, "batch_size": 16}
+    raw["model"] = {"d_model": 16, "num_layers": 1, "num_heads": 2, "ff_dim": 32, "out_dim": 8, "dropout": 0.0}
+    raw["train"] = {"max_len": 12, "num_targets": 2, "num_query_positions": 2, "samples_per_user": 2,
+                    "batch_size": 32, "epochs": 2, "patience": 5}
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    return str(cfg)
+
+
+def test_demo_runs_the_whole_job(tmp_path, tiny_decoder_preset, capsys):
+    assert main(["demo", "--config", _tiny_config(tmp_path, tiny_decoder_preset)]) == 0
     out = capsys.readouterr().out
-    assert "[3/3] stats" in out and "demo finished" in out
-    png = tmp_path / "data" / "stats" / "stats.png"
+    assert "[6/6] evaluate" in out and "demo finished" in out
+    png = tmp_path / "run" / "data" / "stats" / "stats.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with open(tmp_path / "data" / "stats" / "stats.json") as f:
+    with open(tmp_path / "run" / "data" / "stats" / "stats.json") as f:
         assert json.load(f)["items"] == 120
+    with open(tmp_path / "run" / "results" / "results.json") as f:
+        assert {"learn_a", "learn_c", "sasrec", "popularity", "content_knn"} <= set(json.load(f)["models"])
 
 
 def test_config_error_exits_2_with_message(tmp_path, capsys):
@@ -71,7 +88,7 @@ def test_stats_without_ingest_says_what_to_run(tmp_path, capsys):
 
 @pytest.mark.large
 def test_demo_on_movielens_prints_report(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "learn_tf.cli", "demo", "--config",
+    proc = subprocess.run([sys.executable, "-m", "learn_tf.cli", "demo", "--no-train", "--config",
                            os.path.join(ROOT, "configs", "movielens.yaml"), "--output", str(tmp_path)],
                           capture_output=True, text=True, check=True)
     assert "kept: 943 users, 1,682 items, 100,000 interactions" in proc.stdout
@@ -79,20 +96,10 @@ def test_demo_on_movielens_prints_report(tmp_path):
 
 
 def test_ingest_embed_train_evaluate_on_tiny_data(tmp_path, tiny_decoder_preset, capsys):
-    import yaml
-
-    with open(TINY) as f:
-        raw = yaml.safe_load(f)
-    raw["output_dir"] = str(tmp_path / "run")
-    raw["embedding"] = {"model": tiny_decoder_preset, "template": "movielens", "max_tokens": 32, "batch_size": 16}
-    raw["model"] = {"d_model": 16, "num_layers": 1, "num_heads": 2, "ff_dim": 32, "out_dim": 8, "dropout": 0.0}
-    raw["train"] = {"max_len": 12, "num_targets": 2, "num_query_positions": 2, "samples_per_user": 2,
-                    "batch_size": 32, "epochs": 2, "patience": 5}
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
+    cfg = _tiny_config(tmp_path, tiny_decoder_preset)
     for cmd in (["ingest", "--no-tfrecords"], ["embed"], ["train", "--model", "learn", "--model", "sasrec"],
                 ["evaluate"]):
-        assert main([cmd[0], "--config", str(cfg), *cmd[1:]]) == 0, cmd
+        assert main([cmd[0], "--config", cfg, *cmd[1:]]) == 0, cmd
     out = capsys.readouterr().out
     assert "best validation NDCG@10" in out and "popularity" in out
     results_dir = tmp_path / "run" / "results"
