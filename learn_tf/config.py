@@ -151,8 +151,9 @@ class ModelConfig:
 class TrainConfig:
     """Sampling, loss and optimisation."""
 
-    # "dense" all-action (default; see LEARN.md "Measured") or the "official" one-cut-per-user scheme.
-    sampling: Literal["dense", "official"] = "dense"
+    # "dense" all-action (default; see LEARN.md "Measured"), "window" (each position's positives are
+    # the items that follow it; experimental) or the "official" one-cut-per-user scheme.
+    sampling: Literal["dense", "window", "official"] = "dense"
     max_len: int = 50
     num_targets: int = 10
     num_query_positions: int = 10

@@ -19,17 +19,21 @@ class RetrievalModel(tfrs.Model):
       history: [B, T] int item indices, right-padded with 0.
       query_positions: [B, H] int positions into `history` (-1 = unused).
       targets: [B, N_t] int item indices of the targets (0 = unused).
+      pair_mask: optional [B, H, N_t] bool, the positive (position, target) pairs.
 
     Args:
       towers: `LearnTowers` or `SASRecTowers`.
       logit_scale: inverse temperature of the softmax (official LEARN: 20).
       item_log_q: optional [N + 1] log frequency of each item index among
         training targets, for the logQ correction of in-batch negatives.
+      independent_targets: encode every target on its own (the "window"
+        sampling, whose target slots are not one target sequence).
     """
 
     def __init__(self, towers: tf.keras.Model, logit_scale: float = 20.0, item_log_q: Optional[np.ndarray] = None,
-                 **kwargs: Any) -> None:
+                 independent_targets: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.independent_targets = independent_targets
         self.towers = towers
         self.task = DenseAllActionRetrieval(logit_scale)
         # [N + 1] log sampling probability per item index (logQ correction), or None.
@@ -39,9 +43,14 @@ class RetrievalModel(tfrs.Model):
         history, positions, targets = features["history"], features["query_positions"], features["targets"]
         seq = self.towers.sequence(history, training=training)
         queries = tf.gather(seq, tf.maximum(positions, 0), batch_dims=1)
-        items = self.towers.targets(targets, training=training)
+        if self.independent_targets:
+            flat = self.towers.items(tf.reshape(targets, [-1]), training=training)
+            items = tf.reshape(flat, tf.concat([tf.shape(targets), tf.shape(flat)[-1:]], axis=0))
+        else:
+            items = self.towers.targets(targets, training=training)
         log_q = tf.gather(self.log_q, targets) if self.log_q is not None else None
-        return self.task(queries, items, positions >= 0, targets > 0, targets, log_q, training=training)
+        return self.task(queries, items, positions >= 0, targets > 0, targets, log_q,
+                         features.get("pair_mask"), training=training)
 
     def call(self, history: tf.Tensor, training: bool = False) -> tf.Tensor:
         """[B, T] history indices -> [B, d] user embeddings."""

@@ -31,7 +31,7 @@ class DenseAllActionRetrieval(tfrs.tasks.Retrieval):
 
     def call(self, query_embeddings: tf.Tensor, candidate_embeddings: tf.Tensor, query_mask: tf.Tensor,
              candidate_mask: tf.Tensor, candidate_ids: tf.Tensor, candidate_log_q: Optional[tf.Tensor] = None,
-             training: bool = False) -> tf.Tensor:
+             pair_mask: Optional[tf.Tensor] = None, training: bool = False) -> tf.Tensor:
         """Computes the mean pair loss.
 
         Args:
@@ -43,6 +43,10 @@ class DenseAllActionRetrieval(tfrs.tasks.Retrieval):
           candidate_log_q: optional [B, T] log sampling probability of each
             target; subtracted from its scores (logQ correction, Yi et al.
             2019) so in-batch negatives do not penalise popular items.
+          pair_mask: optional [B, H, T] bool, which (position, target) pairs
+            of a user are positives (default: all valid pairs). A target of
+            the same user that is not a positive for a query is never one of
+            its negatives either.
 
         Returns:
           Scalar loss: mean over all valid (query, positive) pairs.
@@ -63,13 +67,21 @@ class DenseAllActionRetrieval(tfrs.tasks.Retrieval):
         row_valid = tf.reshape(query_mask, [b * h])
         col_valid = tf.reshape(candidate_mask, [b * t])
         col_ids = tf.reshape(candidate_ids, [b * t])
-        own_ids = tf.gather(candidate_ids, row_user)  # [BH, T]
-        own_valid = tf.gather(candidate_mask, row_user)
-        false_negative = tf.reduce_any(
-            tf.logical_and(tf.equal(col_ids[None, :, None], own_ids[:, None, :]), own_valid[:, None, :]), axis=-1)
+        # False negatives: columns whose item is among the row user's own targets.
+        # Membership via a [B, U] table over the batch's unique ids (U <= BT).
+        unique_ids, col_slot = tf.unique(col_ids)
+        owner = tf.stack([col_user, col_slot], axis=1)
+        has_item = tf.scatter_nd(tf.boolean_mask(owner, col_valid),
+                                 tf.ones([tf.reduce_sum(tf.cast(col_valid, tf.int32))], tf.int32),
+                                 [b, tf.size(unique_ids)]) > 0
+        false_negative = tf.gather(tf.gather(has_item, row_user), col_slot, axis=1)  # [BH, BT]
         negative = tf.logical_and(tf.logical_and(~same_user, col_valid[None, :]), ~false_negative)
         neg_lse = tf.reduce_logsumexp(tf.where(negative, scores, _MIN), axis=1)  # [BH]
         positive = tf.logical_and(tf.logical_and(same_user, col_valid[None, :]), row_valid[:, None])
+        if pair_mask is not None:
+            # [B, H, T] -> the [BH, BT] block diagonal: row (b, h), column (b, t).
+            own = tf.reshape(tf.cast(pair_mask, tf.bool), [b * h, t])
+            positive = tf.logical_and(positive, tf.tile(own, [1, b]))
         pair_loss = tf.math.softplus(neg_lse[:, None] - scores)
         weight = tf.cast(positive, scores.dtype)
         loss = tf.reduce_sum(pair_loss * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)

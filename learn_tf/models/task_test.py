@@ -25,7 +25,7 @@ def test_one_position_one_target_equals_tfrs_retrieval():
     assert float(ours) == pytest.approx(float(ref) / 6, rel=1e-5)  # tfrs sums, we average
 
 
-def _brute(q, c, qm, cm, ids, scale, log_q=None):
+def _brute(q, c, qm, cm, ids, scale, log_q=None, pairs=None):
     b, h, _ = q.shape
     t = c.shape[1]
     losses = []
@@ -37,7 +37,7 @@ def _brute(q, c, qm, cm, ids, scale, log_q=None):
             negs = [scale * q[u, i] @ c[v, k] - (0 if log_q is None else log_q[v, k])
                     for v in range(b) if v != u for k in range(t) if cm[v, k] and ids[v, k] not in own]
             for j in range(t):
-                if not cm[u, j]:
+                if not cm[u, j] or (pairs is not None and not pairs[u, i, j]):
                     continue
                 s = scale * q[u, i] @ c[u, j] - (0 if log_q is None else log_q[u, j])
                 losses.append(-s + math.log(math.exp(s) + sum(math.exp(n) for n in negs)))
@@ -55,6 +55,18 @@ def test_many_positions_and_targets_match_brute_force(with_log_q):
     log_q = rng.normal(size=(b, t)).astype(np.float32) if with_log_q else None
     ours = DenseAllActionRetrieval(5.0)(q, c, qm, cm, ids, log_q)
     assert float(ours) == pytest.approx(_brute(q, c, qm, cm, ids, 5.0, log_q), rel=1e-4)
+
+
+def test_pair_mask_selects_positives_and_never_makes_own_targets_negatives():
+    rng = np.random.default_rng(2)
+    b, h, t = 3, 2, 4
+    q, c = _unit(rng, (b, h, 8)), _unit(rng, (b, t, 8))
+    qm, cm = np.ones((b, h), bool), np.ones((b, t), bool)
+    ids = np.array([[1, 2, 3, 4], [5, 6, 1, 7], [8, 9, 10, 11]])
+    pairs = rng.random((b, h, t)) < 0.5
+    pairs[:, :, 0] = True
+    ours = DenseAllActionRetrieval(4.0)(q, c, qm, cm, ids, None, pairs)
+    assert float(ours) == pytest.approx(_brute(q, c, qm, cm, ids, 4.0, None, pairs), rel=1e-4)
 
 
 def test_identical_vectors_give_the_uniform_loss():

@@ -12,13 +12,36 @@ def test_dense_samples_follow_their_cut():
     s = SequenceSampler(SEQS, SamplerSettings(max_len=8, num_targets=3, num_query_positions=4, samples_per_user=5))
     ep = s.epoch()
     assert ep["history"].shape == (10, 8) and ep["targets"].shape == (10, 3) and ep["query_positions"].shape == (10, 4)
-    for hist, pos, tgt in zip(ep["history"], ep["query_positions"], ep["targets"]):
+    for hist, pos, tgt, pairs in zip(ep["history"], ep["query_positions"], ep["targets"], ep["pair_mask"]):
         h = hist[hist > 0]
         t = tgt[tgt > 0]
         assert len(t) >= 1 and t[0] == h[-1] + 1  # targets start right after the history
         assert np.all(np.diff(np.concatenate([h, t])) == 1)  # consecutive items, in order
         p = pos[pos >= 0]
         assert p.max() == len(h) - 1 and len(set(p)) == len(p)  # the last position is always a query
+        assert pairs[: len(p), : len(t)].all() and pairs.sum() == len(p) * len(t)  # every pair is a positive
+
+
+def test_window_pairs_are_the_items_following_each_position():
+    k = 3
+    s = SequenceSampler(SEQS, SamplerSettings(mode="window", max_len=8, num_targets=k, num_query_positions=4,
+                                              samples_per_user=5))
+    ep = s.epoch()
+    assert ep["history"].shape == (10, 8) and ep["query_positions"].shape == (10, 4)
+    assert ep["targets"].shape == (10, 8 + k - 1) and ep["pair_mask"].shape == (10, 4, 8 + k - 1)
+    for hist, pos, tgt, pairs in zip(ep["history"], ep["query_positions"], ep["targets"], ep["pair_mask"]):
+        h = hist[hist > 0]
+        t = tgt[tgt > 0]
+        assert np.array_equal(t[: len(h) - 1], h[1:])  # targets are the history shifted by one ...
+        assert len(t) >= len(h) and np.all(np.diff(t) == 1)  # ... then what follows the cut
+        p = pos[pos >= 0]
+        assert p.max() == len(h) - 1 and len(set(p)) == len(p)  # the last position is always a query
+        for qi, position in enumerate(p):
+            item = h[position]
+            positives = tgt[pairs[qi]]
+            # SEQS hold consecutive integers: the positives are the next 1..k items.
+            assert positives.tolist() == [x for x in range(item + 1, item + k + 1) if x in set(t)]
+        assert not pairs[len(p):].any()
 
 
 def test_official_mode_one_sample_per_user_in_second_half():
@@ -27,6 +50,7 @@ def test_official_mode_one_sample_per_user_in_second_half():
     for _ in range(200):
         ep = s.epoch()
         assert ep["targets"].shape == (1, 1) and ep["query_positions"].tolist() == [[int((ep["history"] > 0).sum()) - 1]]
+        assert ep["pair_mask"].tolist() == [[[True]]]
         cuts.append(int(ep["targets"][0, 0]) - 1)  # index of the target in the sequence
     assert min(cuts) >= 15 and max(cuts) <= 29
 

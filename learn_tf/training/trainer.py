@@ -63,13 +63,12 @@ def item_log_frequencies(sequences: list[np.ndarray], num_items: int) -> np.ndar
 
 
 def _dataset(sampler: SequenceSampler, batch_size: int) -> tf.data.Dataset:
-    s = sampler.s
-    n_t = 1 if s.mode == "official" else s.num_targets
-    n_h = 1 if s.mode == "official" else s.num_query_positions
+    n_t, n_h = sampler.target_slots, sampler.query_slots
     sig = {
-        "history": tf.TensorSpec([None, s.max_len], tf.int32),
+        "history": tf.TensorSpec([None, sampler.s.max_len], tf.int32),
         "query_positions": tf.TensorSpec([None, n_h], tf.int32),
         "targets": tf.TensorSpec([None, n_t], tf.int32),
+        "pair_mask": tf.TensorSpec([None, n_h, n_t], tf.bool),
     }
 
     def gen():
@@ -165,7 +164,7 @@ def train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np
     total = steps * settings.epochs
     schedule = WarmupCosine(settings.learning_rate, total, int(settings.warmup_fraction * total))
     log_q = item_log_frequencies(train_sequences, len(catalogue)) if settings.logq_correction else None
-    model = RetrievalModel(towers, settings.logit_scale, log_q)
+    model = RetrievalModel(towers, settings.logit_scale, log_q, independent_targets=settings.sampler.mode == "window")
     model.compile(optimizer=tf.keras.optimizers.AdamW(learning_rate=schedule, weight_decay=settings.weight_decay,
                                                       clipnorm=1.0))
     n_t = 1 if settings.sampler.mode == "official" else settings.sampler.num_targets
