@@ -102,16 +102,26 @@ _PROGRESS: dict[str, _Progress] = {}
 # --------------------------------------------------------------------------- DoFns
 
 
+def item_text(template: str, row: dict[str, Any]) -> tuple[str, tuple[str, ...], bool]:
+    """The text embedded for one item: (text, empty fields, whether the title fallback was used).
+
+    When every template field is empty the title stands in (ingestion
+    guarantees one), else "Item <id>".
+    """
+    text, missing = render(template, row)
+    if not text.strip() or set(missing) == set(template_fields(template)):
+        return str(row.get("title") or f"Item {row['item_id']}"), missing, True
+    return text, missing, False
+
+
 def _render_fn(row: dict[str, Any], template: str, model_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
     import apache_beam as beam
 
-    text, missing = render(template, row)
+    text, missing, fallback = item_text(template, row)
     beam.metrics.Metrics.counter(NAMESPACE, "items_in").inc()
     for name in missing:
         beam.metrics.Metrics.counter(NAMESPACE, f"template_missing_{name}").inc()
-    if not text.strip() or set(missing) == set(template_fields(template)):
-        # Every field empty: fall back to the title (ingestion guarantees one).
-        text = str(row.get("title") or f"Item {row['item_id']}")
+    if fallback:
         beam.metrics.Metrics.counter(NAMESPACE, "empty_text_fallback").inc()
     h = store.text_hash(model_id, template, text)
     yield h, {"item_id": str(row["item_id"]), "text": text}
@@ -408,9 +418,7 @@ def _item_hashes(items_path: str, template: str, model_id: str) -> tuple[list[st
     ids, hashes = [], []
     fields = template_fields(template)
     for row in df[["item_id", "title", *[f for f in fields if f != "title"]]].to_dict("records"):
-        text, missing = render(template, row)
-        if not text.strip() or set(missing) == set(fields):
-            text = str(row.get("title") or f"Item {row['item_id']}")
+        text = item_text(template, row)[0]
         ids.append(str(row["item_id"]))
         hashes.append(store.text_hash(model_id, template, text))
     return ids, hashes

@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from typing import Any, Callable, Mapping, Optional
 
+from learn_tf.utils.io import sha256_file  # noqa: F401  (re-exported for the converters)
+
 MARKER_FILE = "learn_tf_conversion.json"
 _EDGE_BYTES = 1 << 20  # fingerprint hashes the first and last MiB
 
@@ -39,15 +41,6 @@ def file_fingerprint(path: str) -> dict[str, Any]:
             f.seek(max(_EDGE_BYTES, size - _EDGE_BYTES))
             digest.update(f.read())
     return {"name": os.path.basename(path), "size": size, "sha256_edges": digest.hexdigest()}
-
-
-def sha256_file(path: str) -> str:
-    """Return the full sha256 hex digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_marker(folder: str) -> Optional[dict[str, Any]]:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from learn_tf.embeddings.postprocess import mean_pairwise_cosine
 from learn_tf.models.catalogue import Catalogue, TowerScorer
 from learn_tf.models.retrieval_model import RetrievalModel
 from learn_tf.training.sampler import SamplerSettings, SequenceSampler
@@ -77,14 +78,6 @@ def _dataset(sampler: SequenceSampler, batch_size: int) -> tf.data.Dataset:
             yield {k: v[start:start + batch_size] for k, v in ep.items()}
 
     return tf.data.Dataset.from_generator(gen, output_signature=sig).prefetch(2)
-
-
-def mean_pairwise_cosine(x: np.ndarray) -> float:
-    """Mean cosine over distinct pairs of rows (rows L2-normalised first)."""
-    u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    n = len(u)
-    s = u.sum(axis=0)
-    return float((s @ s - n) / max(n * (n - 1), 1))
 
 
 class _EvalCallback(tf.keras.callbacks.Callback):
