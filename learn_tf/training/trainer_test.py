@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from learn_tf.config import SplitConfig, SyntheticConfig
 from learn_tf.data.splits import make_splits
@@ -40,6 +41,7 @@ def _settings(**kw):
 
 
 def _towers(cat, content):
+    tf.keras.utils.set_random_seed(0)  # weights are created before train() seeds: fix them here
     return LearnTowers(len(cat), content.shape[1], d_model=16, num_layers=1, num_heads=2, ff_dim=32, out_dim=8,
                        dropout=0.0, max_len=12, content_table=content)
 
