@@ -176,6 +176,58 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """SavedModel exports, the TF Serving model base and the local gRPC server (`learn serve`)."""
+
+    # TF Serving model base (`<base>/<model>/<version>/`); default <output_dir>/serving.
+    model_base: Optional[str] = None
+    host: str = "127.0.0.1"
+    port: int = 8500
+    # Largest k a retrieval request may ask for.
+    max_k: int = 200
+    # Retrieval index of the `learn_retrieval` model; a brute-force twin
+    # (`learn_retrieval_bf`) is always exported for the stock TF Serving binary.
+    index: Literal["scann", "brute_force"] = "scann"
+    # ScaNN: leaves default to ~sqrt(N); leaves searched are tuned on the catalogue
+    # to reach `scann_recall_target` recall@10 against exact search.
+    scann_num_leaves: Optional[int] = None
+    scann_leaves_to_search: Optional[int] = None
+    scann_recall_target: float = 0.95
+    # Server limits.
+    max_message_bytes: int = 4 * 1024 * 1024
+    num_threads: int = 16
+    poll_seconds: float = 2.0
+    # Warmup requests written with each export (assets.extra/tf_serving_warmup_requests).
+    warmup_requests: int = 8
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The TFX pipeline (local LocalDagRunner by default; Vertex AI + Dataflow by runner)."""
+
+    # Pipeline root and ML Metadata sqlite file; default <output_dir>/tfx and <output_dir>/tfx/metadata.db.
+    pipeline_root: Optional[str] = None
+    metadata_path: Optional[str] = None
+    # Beam options for the pipeline's Beam-based components (local default avoids Prism).
+    beam_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    # Curated schema imported with ImportSchemaGen when the file exists (relative to the repo/config).
+    schema_path: Optional[str] = None
+    # The run stops before training when more interactions than this reference unknown items.
+    max_unknown_item_fraction: float = 0.01
+    # Blessing: the model must reach this test NDCG@10 (masked) and, when set, beat content-kNN.
+    min_ndcg_at_10: float = 0.0
+    must_beat_content_knn: bool = False
+    # Which model kind the pipeline trains and pushes.
+    model_kind: Literal["learn", "learn_c", "sasrec"] = "learn"
+    # Vertex AI Pipelines + Dataflow (kubeflow_v2_runner); compiled, never submitted by tests.
+    gcp_project: Optional[str] = None
+    gcp_region: str = "us-central1"
+    gcs_root: Optional[str] = None
+    dataflow_machine_type: str = "n1-standard-8"
+    dataflow_max_workers: int = 8
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole job: one file per dataset or scale."""
 
@@ -185,12 +237,26 @@ class Config:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     # Default working directory for every step; `{name}` is substituted.
     output_dir: str = "runs/{name}"
 
     def resolved_output_dir(self) -> str:
         """The output directory with `{name}` filled in."""
         return self.output_dir.format(name=self.name)
+
+    def resolved_model_base(self) -> str:
+        """The TF Serving model base: `serving.model_base` or <output_dir>/serving."""
+        return self.serving.model_base or os.path.join(self.resolved_output_dir(), "serving")
+
+    def resolved_pipeline_root(self) -> str:
+        """The TFX pipeline root: `pipeline.pipeline_root` or <output_dir>/tfx."""
+        return self.pipeline.pipeline_root or os.path.join(self.resolved_output_dir(), "tfx")
+
+    def resolved_metadata_path(self) -> str:
+        """The ML Metadata sqlite file: `pipeline.metadata_path` or <pipeline root>/metadata.db."""
+        return self.pipeline.metadata_path or os.path.join(self.resolved_pipeline_root(), "metadata.db")
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -333,6 +399,14 @@ def _check_semantics(cfg: Config, path: str) -> None:
         "embedding.num_shards": e.num_shards,
         "embedding.whiten_dim": e.whiten_dim if e.whiten_dim is not None else 1,
     }
+    sv = cfg.serving
+    positives.update({"serving.port": sv.port, "serving.max_k": sv.max_k, "serving.num_threads": sv.num_threads,
+                      "serving.max_message_bytes": sv.max_message_bytes})
+    if not 0.0 < sv.scann_recall_target <= 1.0:
+        raise ConfigError(f"{path}: key 'serving.scann_recall_target' must be in (0, 1], got {sv.scann_recall_target}")
+    if not 0.0 <= cfg.pipeline.max_unknown_item_fraction <= 1.0:
+        raise ConfigError(f"{path}: key 'pipeline.max_unknown_item_fraction' must be in [0, 1], "
+                          f"got {cfg.pipeline.max_unknown_item_fraction}")
     for key, v in positives.items():
         if v < 1:
             raise ConfigError(f"{path}: key '{key}' must be >= 1, got {v}")
