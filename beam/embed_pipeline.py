@@ -458,7 +458,8 @@ def run_embedding_job(
     postprocess_method: str = "center",
     whiten_dim: Optional[int] = None,
     num_shards: int = 2,
-    beam_args: Sequence[str] = ("--direct_running_mode=in_memory", "--direct_num_workers=1"),
+    beam_args: Sequence[str] = ("--runner=FnApiRunner", "--direct_running_mode=in_memory",
+                               "--direct_num_workers=1"),
     force: bool = False,
     refit: bool = False,
 ) -> EmbedResult:
@@ -589,3 +590,14 @@ def _publish(output_dir: str, spec: EmbedSpec, settings: dict[str, Any], digest:
         if stale:
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
     return manifest
+
+
+def run_embedding_job_from_config(embedding: Any, items_path: str, output_dir: str,
+                                  extra_beam_args: Sequence[str] = (), force: bool = False,
+                                  refit: bool = False) -> EmbedResult:
+    """`run_embedding_job` with the settings of a config's `embedding` section (an `EmbeddingConfig`)."""
+    e = embedding
+    return run_embedding_job(
+        items_path, output_dir, model=e.model, template=e.template, pooling=e.pooling, max_tokens=e.max_tokens,
+        batch_size=e.batch_size, postprocess_method=e.postprocess, whiten_dim=e.whiten_dim,
+        num_shards=e.num_shards, beam_args=list(e.beam_args) + list(extra_beam_args), force=force, refit=refit)

@@ -72,20 +72,14 @@ def _embedding_dir(cfg: Config) -> str:
 
 def cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
     """Frozen-LLM item embeddings with the Beam job (incremental)."""
-    from beam.embed_pipeline import run_embedding_job
+    from beam.embed_pipeline import run_embedding_job_from_config
 
     data_dir = args.input or os.path.join(cfg.resolved_output_dir(), "data")
     items_path = os.path.join(data_dir, "items.parquet")
     if not os.path.exists(items_path):
         raise FileNotFoundError(f"{items_path} not found; run `learn ingest` first")
-    e = cfg.embedding
-    beam_args = list(e.beam_args) + list(args.beam_arg or [])
-    run_embedding_job(
-        items_path, args.output or _embedding_dir(cfg), model=e.model, template=e.template, pooling=e.pooling,
-        max_tokens=e.max_tokens, batch_size=e.batch_size, postprocess_method=e.postprocess,
-        whiten_dim=e.whiten_dim, num_shards=e.num_shards, beam_args=beam_args, force=args.force,
-        refit=args.refit,
-    )
+    run_embedding_job_from_config(cfg.embedding, items_path, args.output or _embedding_dir(cfg),
+                                  extra_beam_args=args.beam_arg or [], force=args.force, refit=args.refit)
     return 0
 
 
@@ -120,7 +114,7 @@ def cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
 
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     """The main job on the configured data: ingest, split, stats, embed, train, evaluate."""
-    from beam.embed_pipeline import run_embedding_job
+    from beam.embed_pipeline import run_embedding_job_from_config
     from learn_tf.data.ingest import ingest
     from learn_tf.data.splits import format_split_summary, make_splits, write_splits
     from learn_tf.data.stats import format_stats, write_stats
@@ -130,7 +124,7 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     if args.output:
         cfg = dataclasses.replace(cfg, output_dir=args.output)
     dirs = run_dirs(cfg)
-    steps = 6 if not args.no_train else 4
+    steps = 7 if not args.no_train else 4
     print(f"[1/{steps}] ingest {cfg.data.source} -> {dirs['data']}")
     res = ingest(cfg.data, dirs["data"])
     print(f"[2/{steps}] split -> {dirs['split']}")
@@ -141,17 +135,21 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     print(format_stats(write_stats(res.items, res.interactions, os.path.join(dirs["data"], "stats"))))
     e = cfg.embedding
     print(f"[4/{steps}] embed items with {e.model} (Beam, incremental) -> {dirs['embeddings']}")
-    run_embedding_job(os.path.join(dirs["data"], "items.parquet"), dirs["embeddings"], model=e.model,
-                      template=e.template, pooling=e.pooling, max_tokens=e.max_tokens, batch_size=e.batch_size,
-                      postprocess_method=e.postprocess, whiten_dim=e.whiten_dim, num_shards=e.num_shards,
-                      beam_args=list(e.beam_args))
+    run_embedding_job_from_config(e, os.path.join(dirs["data"], "items.parquet"), dirs["embeddings"])
     if not args.no_train:
         print(f"[5/{steps}] train LEARN (a), LEARN (c) and SASRec -> {dirs['models']}")
         train_job(cfg, ["learn", "learn_c", "sasrec"])
         print(f"[6/{steps}] evaluate on the test split -> {dirs['results']}")
         evaluate_job(cfg)
-    print(f"demo finished in {time.time() - t0:.0f} s. The TFX pipeline and TF Serving export join this job "
-          "as they land (see README, Status).")
+        from serving.commands import export_trained, serving_model_dir
+
+        base = cfg.resolved_model_base()
+        print(f"[7/{steps}] export the serving models (TF Serving layout) -> {base}")
+        paths = export_trained(cfg, serving_model_dir(cfg), base)
+        print(f"  version {paths['version']}: " + ", ".join(n for n, p in paths.items() if isinstance(p, str)))
+        print(f"  serve: learn serve --config {args.config}    query: learn query --config {args.config} "
+              "--history 'Toy Story,Star Wars' --k 10")
+    print(f"demo finished in {time.time() - t0:.0f} s")
     return 0
 
 
@@ -198,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="test", choices=["test", "validation"])
     sp = add("demo", cmd_demo, "run the main job end to end on the configured data")
     sp.add_argument("--no-train", action="store_true", help="stop after the embeddings")
+    from serving.commands import register as register_serving
+
+    register_serving(add)
     return p
 
 

@@ -121,8 +121,8 @@ class EmbeddingConfig:
     whiten_dim: Optional[int] = None
     num_shards: int = 2
     # Beam pipeline options for local runs. Beam >= 2.68's DirectRunner would
-    # otherwise try to download the Prism runner.
-    beam_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    # otherwise try to download the Prism runner (see docs/dataflow.md).
+    beam_args: tuple[str, ...] = ("--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1")
 
 
 @dataclass(frozen=True)

@@ -135,10 +135,14 @@ def item_matrix(towers: tf.keras.Model, num_items: int, batch_size: int = 4096) 
                            for s in range(0, num_items, batch_size)]).astype(np.float32)
 
 
-def _exact_top(queries: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
-    scores = queries @ items.T
-    part = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
-    return np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), axis=1), 1)
+def _exact_top(queries: np.ndarray, items: np.ndarray, k: int, chunk: int = 32) -> np.ndarray:
+    """[Q, k] exact top-k item rows by dot product, scored `chunk` queries at a time (bounded memory)."""
+    out = []
+    for s in range(0, len(queries), chunk):
+        scores = queries[s:s + chunk] @ items.T
+        part = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
+        out.append(np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), axis=1), 1))
+    return np.concatenate(out) if out else np.zeros((0, k), np.int64)
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
@@ -244,7 +248,11 @@ def write_models_config(base: str, names: Sequence[str] = ALL_MODELS) -> str:
     with atomic_open(os.path.join(base, STOCK_MODELS_CONFIG)) as f:
         f.write(config([(n, f"/models/{n}") for n in names if n != RETRIEVAL_MODEL]))
     with atomic_open(os.path.join(base, BATCHING_FILE)) as f:
-        f.write("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 2000 }\n"
+        f.write("# TF Serving --enable_batching --batching_parameters_file=<this file>.\n"
+                "# pad_variable_length_inputs stays off: TF Serving pads with the batch's first value, which\n"
+                "# would add a real item id to histories. With batching on, clients send histories padded\n"
+                "# with \"\" to one fixed width (serving.client.retrieve(..., pad_to=...)).\n"
+                "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 2000 }\n"
                 "max_enqueued_batches { value: 256 }\nnum_batch_threads { value: 2 }\n")
     return os.path.join(base, MODELS_CONFIG)
 

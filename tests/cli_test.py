@@ -46,25 +46,10 @@ def test_ingest_writes_tables_report_and_identical_splits(tmp_path, capsys):
         assert fa.read() == fc.read()
 
 
-def _tiny_config(tmp_path, preset):
-    import yaml
-
-    with open(TINY) as f:
-        raw = yaml.safe_load(f)
-    raw["output_dir"] = str(tmp_path / "run")
-    raw["embedding"] = {"model": preset, "template": "movielens", "max_tokens": 32, "batch_size": 16}
-    raw["model"] = {"d_model": 16, "num_layers": 1, "num_heads": 2, "ff_dim": 32, "out_dim": 8, "dropout": 0.0}
-    raw["train"] = {"max_len": 12, "num_targets": 2, "num_query_positions": 2, "samples_per_user": 2,
-                    "batch_size": 32, "epochs": 2, "patience": 5}
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
-    return str(cfg)
-
-
-def test_demo_runs_the_whole_job(tmp_path, tiny_decoder_preset, capsys):
-    assert main(["demo", "--config", _tiny_config(tmp_path, tiny_decoder_preset)]) == 0
+def test_demo_runs_the_whole_job(tmp_path, tiny_run_config, capsys):
+    assert main(["demo", "--config", tiny_run_config]) == 0
     out = capsys.readouterr().out
-    assert "[6/6] evaluate" in out and "demo finished" in out
+    assert "[6/7] evaluate" in out and "[7/7] export" in out and "demo finished" in out
     png = tmp_path / "run" / "data" / "stats" / "stats.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(tmp_path / "run" / "data" / "stats" / "stats.json") as f:
@@ -95,8 +80,8 @@ def test_demo_on_movielens_prints_report(tmp_path):
     assert "100,000" in proc.stdout and "1,682" in proc.stdout
 
 
-def test_ingest_embed_train_evaluate_on_tiny_data(tmp_path, tiny_decoder_preset, capsys):
-    cfg = _tiny_config(tmp_path, tiny_decoder_preset)
+def test_ingest_embed_train_evaluate_on_tiny_data(tmp_path, tiny_run_config, capsys):
+    cfg = tiny_run_config
     for cmd in (["ingest", "--no-tfrecords"], ["embed"], ["train", "--model", "learn", "--model", "sasrec"],
                 ["evaluate"]):
         assert main([cmd[0], "--config", cfg, *cmd[1:]]) == 0, cmd

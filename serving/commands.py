@@ -1,0 +1,310 @@
+"""The serving commands of the `learn` CLI: export, serve, query, add-items.
+
+- `learn export`: trained towers -> the four SavedModels in TF Serving layout.
+- `learn serve`: the TF Serving-compatible gRPC server over the model base.
+- `learn query`: top-k for a history of ids or exact titles, over gRPC.
+- `learn add-items`: cold-start onboarding without retraining: embed the new
+  items' text with the frozen LLM (incremental Beam job), pass them through
+  the item tower, rebuild the index and publish a new version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from learn_tf.config import Config
+
+ONBOARDED_DIR = "onboarded"
+ONBOARDED_ITEMS = "items.parquet"
+
+
+def serving_model_dir(cfg: Config, name: Optional[str] = None) -> str:
+    """The trained model that serving exports: `<output_dir>/models/<name>` (default: the pipeline's model kind)."""
+    from learn_tf.training.jobs import model_name, run_dirs
+
+    return os.path.join(run_dirs(cfg)["models"], name or model_name(cfg, cfg.pipeline.model_kind))
+
+
+def _query_histories(cfg: Config, catalogue: Any, max_len: int, limit: int = 2000) -> np.ndarray:
+    """[Q, max_len] training histories (last items) used to tune the ScaNN index on real queries."""
+    from learn_tf.data.splits import read_splits
+    from learn_tf.training.jobs import run_dirs
+
+    split_dir = run_dirs(cfg)["split"]
+    if not os.path.isdir(split_dir):
+        return np.zeros((0, max_len), np.int32)
+    train = read_splits(split_dir).train.sort_values(["user_id", "position"], kind="mergesort")
+    known = set(catalogue.item_ids)
+    hists = [[i for i in g["item_id"].astype(str) if i in known] for _, g in train.groupby("user_id", sort=True)]
+    hists = [h for h in hists if h][:limit]
+    return catalogue.pad_histories(hists, max_len) if hists else np.zeros((0, max_len), np.int32)
+
+
+def export_trained(cfg: Config, model_dir: str, base: str, version: Optional[int] = None,
+                   extra_items: Optional[tuple[Sequence[str], np.ndarray]] = None) -> dict[str, Any]:
+    """Loads trained towers (optionally extended by onboarded items) and exports every serving model."""
+    from learn_tf.models.catalogue import Catalogue
+    from learn_tf.training.jobs import load_towers
+    from serving.export import export_serving_models
+
+    towers, catalogue, meta = load_towers(model_dir)
+    max_len = int(meta["max_len"])
+    queries = _query_histories(cfg, catalogue, max_len)
+    if extra_items is not None and len(extra_items[0]):
+        ids, rows = extra_items
+        if not hasattr(towers, "with_extra_items"):
+            raise ValueError(f"{model_dir} holds a {type(towers).__name__} model, which cannot score items it never "
+                             "saw in training; onboard items with a LEARN model (content-based item tower)")
+        towers = towers.with_extra_items(np.asarray(rows, np.float32))
+        catalogue = Catalogue(list(catalogue.item_ids) + list(ids))
+    return export_serving_models(towers, catalogue, max_len, base, version=version, serving=cfg.serving,
+                                 query_histories=queries)
+
+
+def _print_export(paths: dict[str, Any], base: str) -> None:
+    print(f"[learn export] version {paths['version']} in {paths['seconds']:.1f} s -> {base}")
+    for name, path in paths.items():
+        if isinstance(path, str):
+            print(f"  {name:20s} {path}")
+    if paths.get("scann") is not None:
+        s = paths["scann"]
+        print(f"  ScaNN: {s.num_leaves} leaves, {s.num_leaves_to_search} searched, reorder "
+              f"{s.num_reordering_candidates}, recall@10 vs exact {s.measured_recall_at_10}")
+    print(f"  {os.path.join(base, 'models.config')} (all models), models.stock.config (stock TF Serving)")
+
+
+def cmd_export(cfg: Config, args: Any) -> int:
+    """`learn export`: the trained model -> `<model_base>/<model>/<version>/` SavedModels."""
+    base = args.output or cfg.resolved_model_base()
+    paths = export_trained(cfg, args.model_dir or serving_model_dir(cfg, args.model), base, version=args.version)
+    _print_export(paths, base)
+    return 0
+
+
+def cmd_serve(cfg: Config, args: Any) -> int:
+    """`learn serve`: TF Serving's gRPC API over the model base, until SIGINT/SIGTERM."""
+    from serving.server import serve_main
+
+    base = args.model_base or cfg.resolved_model_base()
+    if not os.path.isdir(base):
+        raise FileNotFoundError(f"model base {base} not found; run `learn export` first")
+    config_file = os.path.join(base, "models.config")
+    return serve_main(base, models_config=config_file if os.path.exists(config_file) else None,
+                      host=args.host or cfg.serving.host, port=cfg.serving.port if args.port is None else args.port,
+                      num_threads=cfg.serving.num_threads, max_message_bytes=cfg.serving.max_message_bytes,
+                      poll_seconds=cfg.serving.poll_seconds)
+
+
+def catalogue_items(cfg: Config) -> pd.DataFrame:
+    """Ingested items plus every onboarded item (item_id, title, year, ...)."""
+    from learn_tf.data.ingest import read_ingested
+    from learn_tf.training.jobs import run_dirs
+
+    items, _ = read_ingested(run_dirs(cfg)["data"])
+    onboarded = os.path.join(cfg.resolved_output_dir(), ONBOARDED_DIR, ONBOARDED_ITEMS)
+    if os.path.exists(onboarded):
+        items = pd.concat([items, pd.read_parquet(onboarded)], ignore_index=True)
+    return items
+
+
+def _display(row: pd.Series) -> str:
+    title = str(row.get("title", "") or "")
+    year = str(row.get("year", "") or "")
+    return f"{title} ({year})" if title and year and not title.endswith(f"({year})") else (title or row["item_id"])
+
+
+def resolve_history(text: Sequence[str], items: pd.DataFrame) -> list[str]:
+    """Comma-separated ids or exact titles ("Toy Story", "Toy Story (1995)", any case) -> item ids.
+
+    Titles that contain commas ("Usual Suspects, The") are matched by joining
+    adjacent pieces. Raises ValueError naming a piece that matches nothing or
+    several items.
+    """
+    by_key: dict[str, set[str]] = {}
+    ids = set(items["item_id"].astype(str))
+    for item_id, title, year in zip(items["item_id"].astype(str), items.get("title", ""), items.get("year", "")):
+        title, year = str(title or "").strip(), str(year or "").strip()
+        for key in {title, f"{title} ({year})" if year else title}:
+            if key:
+                by_key.setdefault(key.lower(), set()).add(item_id)
+    pieces = [p.strip() for part in text for p in part.split(",")]
+    out, i = [], 0
+    while i < len(pieces):
+        for j in range(len(pieces), i, -1):
+            cand = ", ".join(pieces[i:j])
+            if cand in ids:
+                out.append(cand)
+                break
+            hit = by_key.get(cand.lower())
+            if hit:
+                if len(hit) > 1:
+                    raise ValueError(f"history entry {cand!r} matches {len(hit)} items ({', '.join(sorted(hit))}); "
+                                     "use an item id or add the year, e.g. 'Title (1995)'")
+                out.append(next(iter(hit)))
+                break
+        else:
+            if pieces[i]:
+                raise ValueError(f"history entry {pieces[i]!r} is neither an item id nor an exact title")
+            j = i + 1
+        i = j
+    if not out:
+        raise ValueError("the history is empty: give item ids or titles, e.g. --history 'Toy Story,Star Wars'")
+    return out
+
+
+def cmd_query(cfg: Config, args: Any) -> int:
+    """`learn query`: ranked titles and scores for a history, from the server over gRPC."""
+    from serving.client import retrieve
+
+    items = catalogue_items(cfg)
+    history = resolve_history(args.history, items)
+    target = args.server or f"{cfg.serving.host}:{cfg.serving.port}"
+    t0 = time.time()
+    [results] = retrieve(target, [history], k=args.k, exclude_history=not args.include_history, model=args.model)
+    ms = (time.time() - t0) * 1000
+    rows = items.drop_duplicates("item_id", keep="last").set_index("item_id", drop=False)
+    print(f"history: {', '.join(_display(rows.loc[h]) if h in rows.index else h for h in history)}")
+    print(f"top {len(results)} from {args.model} at {target} ({ms:.0f} ms):")
+    for rank, (item_id, score) in enumerate(results, 1):
+        name = _display(rows.loc[item_id]) if item_id in rows.index else item_id
+        print(f"{rank:4d}. {score:7.4f}  {name}  [{item_id}]")
+    return 0
+
+
+_FIELD_RE = re.compile(r"^[a-z_]+$")
+
+
+def read_new_items(path: str) -> pd.DataFrame:
+    """Reads a JSON-lines file of new items into the canonical items table.
+
+    Each line is an object with `item_id` and any text fields (title, year,
+    genres, brand, category, description, price); lists are joined with ", ".
+
+    Raises:
+      ValueError: naming the file and line of an unreadable, non-object,
+        id-less or duplicate record, or an unknown field.
+    """
+    from learn_tf.data.schema import ITEM_TEXT_FIELDS
+
+    rows, seen = [], {}
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{n}: not UTF-8 ({e.reason} at byte {e.start})") from None
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON: {e.msg}") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
+            unknown = sorted(set(rec) - {"item_id", *ITEM_TEXT_FIELDS})
+            if unknown:
+                raise ValueError(f"{path}:{n}: unknown field {unknown[0]!r} (allowed: item_id, "
+                                 f"{', '.join(ITEM_TEXT_FIELDS)})")
+            item_id = str(rec.get("item_id", "") or "").strip()
+            if not item_id:
+                raise ValueError(f"{path}:{n}: missing field 'item_id'")
+            if item_id in seen:
+                raise ValueError(f"{path}:{n}: item_id {item_id!r} repeats line {seen[item_id]}")
+            seen[item_id] = n
+            row: dict[str, Any] = {"item_id": item_id}
+            for field in ITEM_TEXT_FIELDS:
+                v = rec.get(field, "")
+                v = ", ".join(map(str, v)) if isinstance(v, list) else ("" if v is None else str(v))
+                row[field] = v.strip()
+            row["text_fallback"] = not any(row[f] for f in ITEM_TEXT_FIELDS)
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no items")
+    return pd.DataFrame(rows, columns=["item_id", *ITEM_TEXT_FIELDS, "text_fallback"])
+
+
+def add_items(cfg: Config, path: str, model_dir: Optional[str] = None, base: Optional[str] = None) -> dict[str, Any]:
+    """Onboards new items without retraining and publishes a new serving version.
+
+    Steps: validate the file; embed the whole catalogue incrementally (only the
+    new texts run through the LLM, with the published post-processing); extend
+    the trained towers' content table; export every serving model as a new
+    version; then record the items as onboarded. A crash before the last step
+    leaves at most an extra version with the same items, never a duplicate.
+
+    Raises:
+      ValueError: bad records, or ids already in the catalogue.
+    """
+    from beam.embed_pipeline import run_embedding_job_from_config
+    from learn_tf.data.schema import ITEMS_SCHEMA
+    from learn_tf.embeddings.store import load_embeddings
+    from learn_tf.training.jobs import run_dirs
+    from learn_tf.utils.io import atomic_path
+
+    t0 = time.time()
+    new = read_new_items(path)
+    existing = catalogue_items(cfg)
+    clash = sorted(set(new["item_id"]) & set(existing["item_id"].astype(str)))
+    if clash:
+        raise ValueError(f"{path}: {len(clash)} item id(s) already in the catalogue, e.g. {clash[0]!r}; "
+                         "new items need new ids")
+    onboarded_path = os.path.join(cfg.resolved_output_dir(), ONBOARDED_DIR, ONBOARDED_ITEMS)
+    previous = pd.read_parquet(onboarded_path) if os.path.exists(onboarded_path) else existing.iloc[:0]
+    onboarded = pd.concat([previous, new], ignore_index=True)
+    all_items = pd.concat([existing, new], ignore_index=True)
+    catalogue_path = os.path.join(cfg.resolved_output_dir(), ONBOARDED_DIR, "catalogue_items.parquet")
+    os.makedirs(os.path.dirname(catalogue_path), exist_ok=True)
+    with atomic_path(catalogue_path) as tmp:
+        all_items.to_parquet(tmp, schema=ITEMS_SCHEMA, index=False)
+    print(f"[learn add-items] {len(new):,} new items ({int(new['text_fallback'].sum())} without text); "
+          f"catalogue now {len(all_items):,} items")
+    embed = run_embedding_job_from_config(cfg.embedding, catalogue_path, run_dirs(cfg)["embeddings"])
+    ids, matrix, _ = load_embeddings(run_dirs(cfg)["embeddings"])
+    pos = {str(i): k for k, i in enumerate(ids)}
+    rows = matrix[[pos[i] for i in onboarded["item_id"].astype(str)]]
+    base = base or cfg.resolved_model_base()
+    paths = export_trained(cfg, model_dir or serving_model_dir(cfg), base,
+                           extra_items=(list(onboarded["item_id"].astype(str)), rows))
+    with atomic_path(onboarded_path) as tmp:
+        onboarded.to_parquet(tmp, schema=ITEMS_SCHEMA, index=False)
+    print(f"[learn add-items] embedded {embed.counters.get('forward_passes', 0)} batch(es) with the frozen LLM; "
+          f"published version {paths['version']} with {len(onboarded):,} onboarded items in {time.time() - t0:.1f} s")
+    return {"paths": paths, "new_items": len(new), "onboarded": len(onboarded), "embed": embed.counters}
+
+
+def cmd_add_items(cfg: Config, args: Any) -> int:
+    """`learn add-items FILE.jsonl`: cold-start onboarding without retraining."""
+    res = add_items(cfg, args.items, model_dir=args.model_dir, base=args.output)
+    _print_export(res["paths"], args.output or cfg.resolved_model_base())
+    return 0
+
+
+def register(add: Any) -> None:
+    """Adds the serving subcommands; `add(name, fn, help, output=...)` is the CLI's subparser factory."""
+    sp = add("export", cmd_export, "export the trained towers as TF Serving SavedModels (user, item, ScaNN + "
+             "brute-force top-k), with models.config, batching and warmup files")
+    sp.add_argument("--model", help="trained model name under <output_dir>/models (default: pipeline.model_kind)")
+    sp.add_argument("--model-dir", help="trained model directory (overrides --model)")
+    sp.add_argument("--version", type=int, help="version number (default: next)")
+    sp = add("serve", cmd_serve, "serve the model base over TF Serving's gRPC API (PredictionService, "
+             "ModelService)", output=False)
+    sp.add_argument("--model-base", help="TF Serving model base (default: serving.model_base)")
+    sp.add_argument("--host", help="bind address (default serving.host, 127.0.0.1)")
+    sp.add_argument("--port", type=int, help="port (default serving.port; 0 picks a free one)")
+    sp = add("query", cmd_query, "top-k recommendations for a history of item ids or exact titles, over gRPC",
+             output=False)
+    sp.add_argument("--history", action="append", required=True,
+                    help="comma-separated item ids or exact titles, oldest first (repeatable)")
+    sp.add_argument("--k", type=int, default=10)
+    sp.add_argument("--model", default="learn_retrieval", help="learn_retrieval (ScaNN) or learn_retrieval_bf")
+    sp.add_argument("--server", help="host:port (default serving.host:serving.port)")
+    sp.add_argument("--include-history", action="store_true", help="do not exclude the history's own items")
+    sp = add("add-items", cmd_add_items, "onboard new items (JSON lines) without retraining: embed with the "
+             "frozen LLM, item tower, new index, new version")
+    sp.add_argument("items", help="JSON-lines file: one object per item with item_id and text fields")
+    sp.add_argument("--model-dir", help="trained model directory (default: <output_dir>/models/<pipeline.model_kind>)")
