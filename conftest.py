@@ -34,27 +34,9 @@ def tiny_encoder_preset(tmp_path_factory: pytest.TempPathFactory) -> str:
     return make_tiny_encoder_preset(str(tmp_path_factory.mktemp("tiny_encoder")))
 
 
-def write_tiny_run_config(directory: str, preset: str) -> str:
-    """A tiny end-to-end config (synthetic data, the given LLM preset, tiny towers) written into `directory`."""
-    import os
-
-    import yaml
-
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "tiny.yaml")) as f:
-        raw = yaml.safe_load(f)
-    raw["output_dir"] = os.path.join(directory, "run")
-    raw["embedding"] = {"model": preset, "template": "movielens", "max_tokens": 32, "batch_size": 16}
-    raw["model"] = {"d_model": 16, "num_layers": 1, "num_heads": 2, "ff_dim": 32, "out_dim": 8, "dropout": 0.0}
-    raw["train"] = {"max_len": 12, "num_targets": 2, "num_query_positions": 2, "samples_per_user": 2,
-                    "batch_size": 32, "epochs": 2, "patience": 5}
-    raw["serving"] = {"max_k": 50, "warmup_requests": 2, "poll_seconds": 0.2, "num_threads": 8}
-    path = os.path.join(directory, "tiny.yaml")
-    with open(path, "w") as f:
-        yaml.safe_dump(raw, f)
-    return path
-
-
 @pytest.fixture
 def tiny_run_config(tmp_path: "os.PathLike[str]", tiny_decoder_preset: str) -> str:
     """Path of a tiny end-to-end config whose output_dir is under this test's tmp_path."""
+    from learn_tf.testing import write_tiny_run_config
+
     return write_tiny_run_config(str(tmp_path), tiny_decoder_preset)

@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "sentencepiece",
     "tokenizers",
     "grpcio>=1.60",
+    # TFX's Vertex AI (Kubeflow V2) compiler imports kfp.pipeline_spec.
+    "kfp-pipeline-spec>=0.2,<0.3",
 ]
 
 setup(

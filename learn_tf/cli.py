@@ -153,6 +153,22 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(cfg: Config, args: argparse.Namespace) -> int:
+    """The TFX pipeline: run locally, print ML Metadata lineage, or compile for Vertex AI."""
+    from tfx_pipeline.commands import compile_vertex_command, lineage_command, run_pipeline_command
+
+    config_dir = os.path.dirname(os.path.abspath(args.config))
+    if args.action == "run":
+        if args.output:
+            cfg = dataclasses.replace(cfg, output_dir=args.output)
+        return run_pipeline_command(cfg, data_dir=args.input, enable_cache=not args.no_cache,
+                                    reingest=args.reingest, config_dir=config_dir, beam_args=args.beam_arg or ())
+    if args.action == "lineage":
+        return lineage_command(cfg, run_id=args.run_id)
+    return compile_vertex_command(cfg, args.output or ".", image=args.image, data_root=args.data_root,
+                                  config_dir=config_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     p = argparse.ArgumentParser(
@@ -196,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="test", choices=["test", "validation"])
     sp = add("demo", cmd_demo, "run the main job end to end on the configured data")
     sp.add_argument("--no-train", action="store_true", help="stop after the embeddings")
+    sp = add("pipeline", cmd_pipeline, "TFX pipeline: run (LocalDagRunner), lineage (ML Metadata), "
+             "compile (Vertex AI Pipelines + Dataflow)", input_=True)
+    sp.add_argument("action", choices=["run", "lineage", "compile"])
+    sp.add_argument("--no-cache", action="store_true", help="run every component again (after code changes)")
+    sp.add_argument("--reingest", action="store_true", help="ingest the source again before the run")
+    sp.add_argument("--beam-arg", action="append", metavar="ARG", help="extra Beam pipeline option, repeatable")
+    sp.add_argument("--run-id", help="lineage of this run (default: the last one)")
+    sp.add_argument("--image", help="compile: the container image with learn-tf installed")
+    sp.add_argument("--data-root", help="compile: gs:// folder with the ingested TFRecords")
     from serving.commands import register as register_serving
 
     register_serving(add)

@@ -26,10 +26,26 @@ ONBOARDED_ITEMS = "items.parquet"
 
 
 def serving_model_dir(cfg: Config, name: Optional[str] = None) -> str:
-    """The trained model that serving exports: `<output_dir>/models/<name>` (default: the pipeline's model kind)."""
-    from learn_tf.training.jobs import model_name, run_dirs
+    """The trained model that serving exports and `add-items` extends.
 
-    return os.path.join(run_dirs(cfg)["models"], name or model_name(cfg, cfg.pipeline.model_kind))
+    With `name`: `<output_dir>/models/<name>`. Otherwise the most recently
+    trained of `<output_dir>/models/<pipeline.model_kind's name>` (`learn
+    train`) and the towers of the last model the TFX pipeline pushed.
+    """
+    from learn_tf.training.jobs import TOWERS_FILE, model_name, run_dirs
+
+    direct = os.path.join(run_dirs(cfg)["models"], name or model_name(cfg, cfg.pipeline.model_kind))
+    if name:
+        return direct
+    try:
+        from tfx_pipeline.lineage import latest_pushed_towers
+        from tfx_pipeline.pipeline import pipeline_name
+
+        pushed = latest_pushed_towers(cfg.resolved_metadata_path(), pipeline_name(cfg))
+    except Exception:  # no pipeline run recorded (or ML Metadata unavailable): use `learn train` output
+        pushed = None
+    candidates = [d for d in (direct, pushed) if d and os.path.exists(os.path.join(d, TOWERS_FILE))]
+    return max(candidates, key=lambda d: os.path.getmtime(os.path.join(d, TOWERS_FILE))) if candidates else direct
 
 
 def _query_histories(cfg: Config, catalogue: Any, max_len: int, limit: int = 2000) -> np.ndarray:
@@ -263,18 +279,35 @@ def add_items(cfg: Config, path: str, model_dir: Optional[str] = None, base: Opt
         all_items.to_parquet(tmp, schema=ITEMS_SCHEMA, index=False)
     print(f"[learn add-items] {len(new):,} new items ({int(new['text_fallback'].sum())} without text); "
           f"catalogue now {len(all_items):,} items")
-    embed = run_embedding_job_from_config(cfg.embedding, catalogue_path, run_dirs(cfg)["embeddings"])
-    ids, matrix, _ = load_embeddings(run_dirs(cfg)["embeddings"])
+    model_dir = model_dir or serving_model_dir(cfg)
+    embeddings_dir = embeddings_dir_of(cfg, model_dir)
+    print(f"[learn add-items] towers {model_dir}; embeddings {embeddings_dir} (published post-processing reused)")
+    embed = run_embedding_job_from_config(cfg.embedding, catalogue_path, embeddings_dir)
+    ids, matrix, _ = load_embeddings(embeddings_dir)
     pos = {str(i): k for k, i in enumerate(ids)}
     rows = matrix[[pos[i] for i in onboarded["item_id"].astype(str)]]
     base = base or cfg.resolved_model_base()
-    paths = export_trained(cfg, model_dir or serving_model_dir(cfg), base,
-                           extra_items=(list(onboarded["item_id"].astype(str)), rows))
+    paths = export_trained(cfg, model_dir, base, extra_items=(list(onboarded["item_id"].astype(str)), rows))
     with atomic_path(onboarded_path) as tmp:
         onboarded.to_parquet(tmp, schema=ITEMS_SCHEMA, index=False)
     print(f"[learn add-items] embedded {embed.counters.get('forward_passes', 0)} batch(es) with the frozen LLM; "
           f"published version {paths['version']} with {len(onboarded):,} onboarded items in {time.time() - t0:.1f} s")
     return {"paths": paths, "new_items": len(new), "onboarded": len(onboarded), "embed": embed.counters}
+
+
+def embeddings_dir_of(cfg: Config, model_dir: str) -> str:
+    """The embedding directory a trained model's content came from (so new items get the same transform).
+
+    Towers trained by the TFX pipeline (under the pipeline root) used the
+    pipeline's incremental cache `<pipeline_root>/embedding_cache`; `learn
+    train` used `<output_dir>/embeddings`.
+    """
+    from learn_tf.training.jobs import run_dirs
+
+    root = os.path.abspath(cfg.resolved_pipeline_root())
+    if os.path.abspath(model_dir).startswith(root + os.sep):
+        return os.path.join(root, "embedding_cache")
+    return run_dirs(cfg)["embeddings"]
 
 
 def cmd_add_items(cfg: Config, args: Any) -> int:
