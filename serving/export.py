@@ -208,8 +208,31 @@ def _warmup_records(name: str, examples: Sequence[dict[str, np.ndarray]]) -> lis
     return out
 
 
+def attach_transform(module: tf.Module, transform_output: str) -> Any:
+    """Attaches a TFX Transform graph to `module`; returns its `transform_features` serving function.
+
+    The function takes serialized raw `tf.Example`s (`examples` [N] string, the
+    pipeline's interaction features) and returns the transformed features
+    (vocabulary indices and pass-through fields), exactly as in training. The
+    transform graph's variables and vocabulary assets are saved inside the
+    SavedModel.
+    """
+    import tensorflow_transform as tft
+
+    tft_output = tft.TFTransformOutput(transform_output)
+    module.tft_layer = tft_output.transform_features_layer()
+    raw_spec = tft_output.raw_feature_spec()
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        out = module.tft_layer(tf.io.parse_example(examples, raw_spec))
+        return {k: (tf.sparse.to_dense(v) if isinstance(v, tf.sparse.SparseTensor) else v) for k, v in out.items()}
+
+    return transform_features
+
+
 def _save(module: tf.Module, fn: Any, base: str, name: str, version: int, warmup: Sequence[dict[str, np.ndarray]],
-          scann: bool = False) -> str:
+          scann: bool = False, transform_output: Optional[str] = None) -> str:
     final = os.path.join(base, name, str(version))
     os.makedirs(os.path.dirname(final), exist_ok=True)
     if os.path.exists(final):
@@ -217,7 +240,10 @@ def _save(module: tf.Module, fn: Any, base: str, name: str, version: int, warmup
     tmp = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=os.path.dirname(final))
     try:
         options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]) if scann else None
-        tf.saved_model.save(module, tmp, signatures={"serving_default": fn}, options=options)
+        signatures = {"serving_default": fn}
+        if transform_output:
+            signatures["transform_features"] = attach_transform(module, transform_output)
+        tf.saved_model.save(module, tmp, signatures=signatures, options=options)
         os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
         with tf.io.TFRecordWriter(os.path.join(tmp, WARMUP_FILE)) as w:
             for rec in _warmup_records(name, warmup):
@@ -273,7 +299,7 @@ def _warmup_inputs(catalogue: Catalogue, n: int) -> tuple[list[dict[str, np.ndar
 def export_serving_models(towers: tf.keras.Model, catalogue: Catalogue, max_len: int, base: str,
                           version: Optional[int] = None, serving: Optional[ServingConfig] = None,
                           query_histories: Optional[np.ndarray] = None, include_scann: Optional[bool] = None,
-                          ) -> dict[str, Any]:
+                          transform_output: Optional[str] = None) -> dict[str, Any]:
     """Writes `learn_user`, `learn_item`, `learn_retrieval` (ScaNN) and `learn_retrieval_bf` under `base`.
 
     Args:
@@ -286,6 +312,8 @@ def export_serving_models(towers: tf.keras.Model, catalogue: Catalogue, max_len:
       query_histories: [Q, max_len] index histories used to tune ScaNN's leaves
         searched (default: item vectors stand in for queries).
       include_scann: export the ScaNN model (default: when `scann` imports).
+      transform_output: a TFX Transform output directory; its graph ships inside
+        every model as the `transform_features` signature (see `attach_transform`).
 
     Returns:
       {model name: version path, ..., "version": int, "scann": ScannSettings or None, "seconds": float}.
@@ -304,10 +332,14 @@ def export_serving_models(towers: tf.keras.Model, catalogue: Catalogue, max_len:
     users_w, items_w, retr_w = _warmup_inputs(catalogue, serving.warmup_requests)
     paths: dict[str, Any] = {}
     tower_module = _TowerModule(towers, catalogue, max_len)
-    paths[USER_MODEL] = _save(tower_module, tower_module.user, base, USER_MODEL, version, users_w)
-    paths[ITEM_MODEL] = _save(tower_module, tower_module.item, base, ITEM_MODEL, version, items_w)
+    tx = transform_output
+    paths[USER_MODEL] = _save(tower_module, tower_module.user, base, USER_MODEL, version, users_w,
+                              transform_output=tx)
+    paths[ITEM_MODEL] = _save(tower_module, tower_module.item, base, ITEM_MODEL, version, items_w,
+                              transform_output=tx)
     bf = _RetrievalModule(towers, catalogue, max_len, build_index("brute_force", items, max_k), max_k)
-    paths[RETRIEVAL_BF_MODEL] = _save(bf, bf.retrieve, base, RETRIEVAL_BF_MODEL, version, retr_w)
+    paths[RETRIEVAL_BF_MODEL] = _save(bf, bf.retrieve, base, RETRIEVAL_BF_MODEL, version, retr_w,
+                                      transform_output=tx)
     settings = None
     if include_scann:
         if query_histories is not None and len(query_histories):
@@ -317,7 +349,8 @@ def export_serving_models(towers: tf.keras.Model, catalogue: Catalogue, max_len:
             queries = items[np.random.default_rng(0).choice(len(items), size=min(1000, len(items)), replace=False)]
         settings = tune_scann(items, queries.astype(np.float32), serving)
         sc = _RetrievalModule(towers, catalogue, max_len, build_index("scann", items, max_k, settings), max_k)
-        paths[RETRIEVAL_MODEL] = _save(sc, sc.retrieve, base, RETRIEVAL_MODEL, version, retr_w, scann=True)
+        paths[RETRIEVAL_MODEL] = _save(sc, sc.retrieve, base, RETRIEVAL_MODEL, version, retr_w, scann=True,
+                                       transform_output=tx)
     write_models_config(base, [n for n in ALL_MODELS if n in paths])
     paths.update({"version": version, "scann": settings, "seconds": time.time() - t0})
     return paths

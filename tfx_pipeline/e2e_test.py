@@ -37,7 +37,20 @@ def test_pipeline_runs_end_to_end_then_hits_the_cache(tiny_config_factory, tiny_
     version = str(pushed.properties["pushed_version"])
     for name in ("learn_user", "learn_item", "learn_retrieval_bf"):
         assert os.path.exists(os.path.join(base, name, version, "saved_model.pb")), name
-    assert os.path.isdir(os.path.join(base, "learn_user", version, "assets.extra", "transform_fn"))
+    # The Transform graph ships inside the serving models: raw interaction tf.Examples -> vocabulary indices.
+    import glob
+
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    raw_files = glob.glob(os.path.join(first["ExampleGen"].outputs["examples"][0].uri, "Split-interactions", "*"))
+    raw = list(tf.data.TFRecordDataset(raw_files, compression_type="GZIP").take(8).as_numpy_iterator())
+    served = tf.saved_model.load(os.path.join(base, "learn_user", version)).signatures["transform_features"]
+    out = served(examples=tf.constant(raw))
+    vocab = [v.decode() for v in tft.TFTransformOutput(
+        first["Transform"].outputs["transform_graph"][0].uri).vocabulary_by_name("item_id")]
+    items = [tf.train.Example.FromString(r).features.feature["item_id"].bytes_list.value[0].decode() for r in raw]
+    assert out["item_index"].numpy().tolist() == [vocab.index(i) for i in items]
     assert os.path.exists(os.path.join(base, "models.config"))
     # The Trainer consumed the embeddings the ItemEmbeddingGen produced (lineage).
     assert first["Trainer"].inputs["item_embeddings"][0].id == emb.id

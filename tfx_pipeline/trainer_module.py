@@ -5,8 +5,8 @@
 injected by LearnTrainer's executor, `item_embeddings_uri`. Outputs:
 `<serving_model_dir>/towers/` (weights, towers.json, catalogue.txt, for the
 evaluator) and `<serving_model_dir>/serving/<name>/1/` (SavedModels with
-explicit signatures in TF Serving layout, the transform graph in each
-version's `assets.extra/transform_fn/`); training curves in `model_run_dir`.
+explicit signatures in TF Serving layout; the transform graph ships inside
+each as the `transform_features` signature); training curves in `model_run_dir`.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ __all__ = ["run_fn"]
 
 
 def _export(towers: "tf.keras.Model", catalogue: "Catalogue", max_len: int, base: str, serving: "ServingConfig",
-            version: int = 1) -> dict:  # the one line to change with the export API
+            transform_output: str, version: int = 1) -> dict:
     from serving.export import export_serving_models
 
-    return export_serving_models(towers, catalogue, max_len, base, version=version, serving=serving)
+    return export_serving_models(towers, catalogue, max_len, base, version=version, serving=serving,
+                                 transform_output=transform_output)
 
 
 def run_fn(fn_args: "tfx.components.FnArgs") -> None:
     """TFX Trainer entry point: trains the configured model kind and writes the serving exports."""
     import json
     import os
-    import shutil
     import time
 
     import tensorflow as tf
@@ -60,13 +60,10 @@ def run_fn(fn_args: "tfx.components.FnArgs") -> None:
                  "best_val_ndcg@10": result.best_metric, "model_config": cc["config"]["model"],
                  "embedding_run_id": data["embedding_manifest"]["run_id"]})
     t_export = time.time()
+    # The transform graph ships inside every serving model (signature `transform_features`).
     paths = _export(towers, catalogue, cfg.train.max_len, os.path.join(fn_args.serving_model_dir, "serving"),
-                    cfg.serving)
+                    cfg.serving, fn_args.transform_output)
     export_seconds = time.time() - t_export
-    transform_fn = os.path.join(fn_args.transform_output, "transform_fn")
-    for model, path in paths.items():
-        if isinstance(path, str) and os.path.isdir(path) and os.path.isdir(transform_fn):
-            shutil.copytree(transform_fn, os.path.join(path, "assets.extra", "transform_fn"), dirs_exist_ok=True)
     with open(os.path.join(fn_args.model_run_dir, "train_summary.json"), "w", encoding="utf-8") as f:
         json.dump({"name": name, "best_epoch": result.best_epoch, "best_val_ndcg@10": result.best_metric,
                    "seconds": round(result.seconds, 1), "export_seconds": round(export_seconds, 1)}, f, indent=2)
