@@ -27,8 +27,8 @@ class ContentTable(tf.keras.layers.Layer):
         self.num_items = int(num_items)
         self.dim = int(dim)
         self._initial = None if table is None else np.asarray(table, np.float32)
-        if self._initial is not None and self._initial.shape != (self.num_items, self.dim):
-            raise ValueError(f"content table has shape {self._initial.shape}, expected ({num_items}, {dim})")
+        if self._initial is not None:
+            self._check(self._initial.shape)
 
     def build(self, input_shape: Any) -> None:
         self.table = self.add_weight(name="table", shape=(self.num_items + 1, self.dim), initializer="zeros",
@@ -41,9 +41,23 @@ class ContentTable(tf.keras.layers.Layer):
     def set_table(self, table: np.ndarray) -> None:
         """Replaces the [N, dim] content vectors (row 0 stays zero)."""
         table = np.asarray(table, np.float32)
-        if table.shape != (self.num_items, self.dim):
-            raise ValueError(f"content table has shape {table.shape}, expected ({self.num_items}, {self.dim})")
+        self._check(table.shape)
         self.table.assign(np.concatenate([np.zeros((1, self.dim), np.float32), table]))
+
+    def _check(self, shape: tuple[int, ...]) -> None:
+        """Raises ValueError naming what differs between `shape` and (num_items, dim)."""
+        expected = f"expected ({self.num_items}, {self.dim})"
+        if len(shape) != 2:
+            raise ValueError(f"content table has shape {tuple(shape)}, {expected}")
+        if shape[1] != self.dim:
+            raise ValueError(
+                f"content table has shape {tuple(shape)}, {expected}: its vectors have width {shape[1]} but the "
+                f"layer was built for dim {self.dim}. Re-run `learn embed` with the embedding model the towers "
+                "were trained with, or rebuild the towers with this width")
+        if shape[0] != self.num_items:
+            raise ValueError(
+                f"content table has shape {tuple(shape)}, {expected}: {shape[0]} rows for a catalogue of "
+                f"{self.num_items} items (one row per item, in catalogue order; see Catalogue.align)")
 
     def call(self, indices: tf.Tensor) -> tf.Tensor:
         """[...] int indices -> [..., dim] content vectors."""

@@ -71,3 +71,14 @@ def test_get_config_roundtrip(layer):
     assert clone.get_config() == config
     restored = tf.keras.layers.deserialize(tf.keras.layers.serialize(layer))
     assert type(restored) is type(layer)
+
+
+def test_content_table_errors_name_both_shapes_and_the_fix():
+    with pytest.raises(ValueError, match=r"width 5 but the layer was built for dim 4\. Re-run `learn embed`"):
+        ContentTable(3, 4, np.zeros((3, 5)))
+    ct = ContentTable(3, 4)
+    ct(tf.constant([0]))
+    with pytest.raises(ValueError, match="2 rows for a catalogue of 3 items"):
+        ct.set_table(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"shape \(12,\), expected \(3, 4\)"):
+        ct.set_table(np.zeros(12))

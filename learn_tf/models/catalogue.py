@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -26,10 +26,20 @@ class Catalogue:
         self.item_ids = np.asarray(item_ids).astype(str)
         self.index = {item: i + 1 for i, item in enumerate(self.item_ids)}
         if len(self.index) != len(self.item_ids):
-            raise ValueError("catalogue item ids are not unique")
+            seen: set[str] = set()
+            dup = next(i for i in self.item_ids if i in seen or seen.add(i))
+            raise ValueError(f"catalogue item ids are not unique: {dup!r} appears more than once")
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    def extended(self, new_ids: Sequence[str]) -> "Catalogue":
+        """This catalogue plus `new_ids` at indices N+1.. (pair with `LearnTowers.with_extra_items`).
+
+        Raises:
+          ValueError: a new id is already in the catalogue (or repeated).
+        """
+        return Catalogue(list(self.item_ids) + [str(i) for i in new_ids])
 
     def indices(self, ids: Sequence[str], context: str = "") -> np.ndarray:
         """Item ids -> int32 indices.
@@ -47,19 +57,36 @@ class Catalogue:
                                        f"{len(self.item_ids):,} items") from None
         return out
 
-    def pad_histories(self, histories: Sequence[Sequence[str]], max_len: int) -> np.ndarray:
+    def pad_histories(self, histories: Sequence[Sequence[str]], max_len: int,
+                      users: Optional[Sequence[Any]] = None) -> np.ndarray:
         """Histories (oldest first) -> [B, max_len] right-padded indices of the last max_len items.
 
+        Only the items kept (the last `max_len`) are looked up and checked.
+
+        Args:
+          histories: [B] lists of item ids, oldest first.
+          max_len: the user tower's history length.
+          users: optional [B] user ids, named in error messages.
+
         Raises:
-          ValueError: a history is empty. UnknownItemError: an id is not in the catalogue.
+          ValueError: a history is empty. UnknownItemError: an id is not in the
+            catalogue. Both name the row (and the user when given).
         """
+        if users is not None and len(users) != len(histories):
+            raise ValueError(f"{len(users)} user ids for {len(histories)} histories")
         out = np.zeros((len(histories), max_len), np.int32)
         for r, h in enumerate(histories):
+            where = f"history row {r}" + (f", user {users[r]!r}" if users is not None else "")
             if len(h) == 0:
-                raise ValueError(f"history row {r} is empty: a user needs at least one item to be scored")
-            idx = self.indices(list(h)[-max_len:], context=f"history row {r}")
+                raise ValueError(f"{where} is empty: a user needs at least one item to be scored")
+            idx = self.indices(list(h)[-max_len:], context=where)
             out[r, : len(idx)] = idx
         return out
+
+    def check_histories(self, histories: Sequence[Sequence[str]], max_len: int,
+                        users: Optional[Sequence[Any]] = None) -> None:
+        """Raises the errors `pad_histories` would raise, for all rows at once (e.g. before training starts)."""
+        self.pad_histories(histories, max_len, users)
 
     def align(self, ids: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """Reorders rows of `matrix` (keyed by `ids`) into catalogue order.
@@ -86,6 +113,11 @@ class TowerScorer:
     """
 
     def __init__(self, towers: tf.keras.Model, catalogue: Catalogue, max_len: int, batch_size: int = 1024) -> None:
+        num_items = getattr(towers, "num_items", len(catalogue))
+        if num_items != len(catalogue):
+            raise ValueError(f"the towers were built for {num_items:,} items but the catalogue has {len(catalogue):,}: "
+                             "pass the catalogue they were trained with (extend both with "
+                             "LearnTowers.with_extra_items for new items)")
         self.towers, self.catalogue, self.max_len = towers, catalogue, max_len
         idx = np.arange(1, len(catalogue) + 1, dtype=np.int32)
         self.item_matrix = np.concatenate([
@@ -94,10 +126,15 @@ class TowerScorer:
         self._users = tf.function(lambda x: towers.users(x, training=False),
                                   input_signature=[tf.TensorSpec([None, max_len], tf.int32)])
 
-    def user_vectors(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
-        """[B] histories -> [B, d] user embeddings."""
-        return self._users(tf.constant(self.catalogue.pad_histories(histories, self.max_len))).numpy()
+    def user_vectors(self, histories: Sequence[Sequence[str]], users: Optional[Sequence[Any]] = None) -> np.ndarray:
+        """[B] histories -> [B, d] user embeddings.
 
-    def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
-        """[B] histories -> [B, N] cosine scores against every catalogue item."""
-        return self.user_vectors(histories) @ self.item_matrix.T
+        Raises:
+          UnknownItemError / ValueError: an unknown item id / an empty history
+            (naming the row, and the user when `users` is given).
+        """
+        return self._users(tf.constant(self.catalogue.pad_histories(histories, self.max_len, users))).numpy()
+
+    def score(self, histories: Sequence[Sequence[str]], users: Optional[Sequence[Any]] = None) -> np.ndarray:
+        """[B] histories -> [B, N] cosine scores against every catalogue item (errors as `user_vectors`)."""
+        return self.user_vectors(histories, users) @ self.item_matrix.T

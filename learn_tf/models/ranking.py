@@ -34,6 +34,17 @@ class TowerRanker(tf.keras.Model):
         self.mlp = tf.keras.Sequential([tf.keras.layers.Dense(hidden, activation="relu"), tf.keras.layers.Dense(1)],
                                        name="mlp")
 
+    def get_config(self) -> dict[str, Any]:
+        return {"towers": tf.keras.layers.serialize(self.towers), "fine_tune": self.fine_tune,
+                "hidden": self.hidden, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> "TowerRanker":
+        """Rebuilds the architecture (towers from their config); load weights separately."""
+        config = dict(config)
+        towers = tf.keras.layers.deserialize(config.pop("towers"), custom_objects=custom_objects)
+        return cls(towers, **config)
+
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """-> [B] click logits."""
         u = self.towers.users(inputs["history"], training=training and self.fine_tune)

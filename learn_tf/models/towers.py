@@ -8,6 +8,10 @@ exported SavedModels, by a StringLookup. Interface shared by both:
 - `targets(indices [B, T]) -> [B, T, d]`: item embeddings used in training.
 - `items(indices [N]) -> [N, d]`: item embeddings at inference (one item each).
 - `users(indices [B, T]) -> [B, d]`: the embedding at the last real position.
+
+`LearnTowers` also encodes items from raw content vectors
+(`items_from_content`, for cold items not in the table) and grows its
+catalogue without retraining (`with_extra_items`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,20 @@ from learn_tf.layers import CausalTransformerEncoder, ContentAdaptor, ContentTab
 
 ITEM_TOWERS = ("a", "b", "c")
 ITEM_INPUTS = ("content", "hybrid")
+
+
+class ContentDimError(ValueError):
+    """Content vectors whose width is not the towers' `content_dim`."""
+
+
+def check_content_width(width: Optional[int], content_dim: int, what: str = "content vectors") -> None:
+    """Raises `ContentDimError` naming both widths when `width` is known and differs from `content_dim`."""
+    if width is not None and int(width) != int(content_dim):
+        raise ContentDimError(
+            f"{what} have width {int(width)} but the towers were trained on content_dim {int(content_dim)}: "
+            f"the embeddings come from another model or post-processing. Re-run `learn embed` with the "
+            f"embedding model the towers were trained with, or retrain the towers (`learn train`) on these "
+            f"embeddings")
 
 
 def last_position(indices: tf.Tensor) -> tf.Tensor:
@@ -75,6 +93,11 @@ class LearnTowers(_TowersBase):
         self.use_positions, self.max_len, self.input_norm = use_positions, max_len, input_norm
         # Item tower (c) compares users with raw content vectors: same width.
         self.out_dim = content_dim if item_tower == "c" else out_dim
+        if content_table is not None:
+            table = np.asarray(content_table)
+            if table.ndim != 2:
+                raise ValueError(f"content_table must be [num_items, content_dim], got shape {table.shape}")
+            check_content_width(table.shape[1], content_dim, "content_table rows")
         self.content = ContentTable(num_items, content_dim, content_table, name="content")
         self.adaptor = ContentAdaptor(d_model, input_norm=input_norm, dropout=dropout, name="adaptor")
         self.ids = (tf.keras.layers.Embedding(num_items + 1, d_model, name="item_ids",
@@ -110,6 +133,64 @@ class LearnTowers(_TowersBase):
         if self.item_tower == "c":
             return tf.math.l2_normalize(self.content(indices), axis=-1, epsilon=1e-12)
         return self.sequence(indices[:, None], training=training, mode="self")[:, 0]
+
+    def items_from_content(self, content: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """[N, content_dim] post-processed content vectors -> [N, out_dim] item embeddings.
+
+        Encodes items that need not be in the content table (cold items added
+        after training), exactly as `items` encodes a table row: (a)/(b)
+        adaptor -> encoder ("self" mode) -> projection; (c) the L2-normalised
+        content. Hybrid towers use a zero ID vector (an untrained, cold item),
+        so they match `items` only for items whose ID vector is zero.
+
+        Raises:
+          ContentDimError: the vectors' width is not `content_dim`.
+        """
+        content = tf.convert_to_tensor(content, tf.float32)
+        if content.shape.rank is not None and content.shape.rank != 2:
+            raise ValueError(f"items_from_content expects [N, {self.content_dim}] vectors, got shape {content.shape}")
+        check_content_width(content.shape[-1], self.content_dim)
+        if self.item_tower == "c":
+            return tf.math.l2_normalize(content, axis=-1, epsilon=1e-12)
+        # [N, 1, content_dim]: the rank `items` uses (LayerNorm fixes its axis at build time).
+        x = self.adaptor(content[:, None, :], training=training)
+        real = tf.ones(tf.stack([tf.shape(content)[0], 1]), tf.bool)
+        h = self.encoder(x, real, mode="self", training=training)
+        return self.projection(h)[:, 0]
+
+    def with_extra_items(self, content_rows: np.ndarray) -> "LearnTowers":
+        """A copy of these towers whose catalogue has M more items (indices N+1 .. N+M).
+
+        The content table grows by `content_rows`; a hybrid ID table grows by
+        zero rows (the new items are cold); every other weight is copied. Old
+        items and users score exactly as before, and each new item equals
+        `items_from_content` of its row. Extend the `Catalogue` with the new
+        ids in the same order.
+
+        Args:
+          content_rows: [M, content_dim] post-processed content vectors.
+
+        Raises:
+          ContentDimError: the rows' width is not `content_dim`.
+        """
+        rows = np.asarray(content_rows, np.float32)
+        if rows.ndim != 2:
+            raise ValueError(f"content_rows must be [M, {self.content_dim}], got shape {rows.shape}")
+        check_content_width(rows.shape[1], self.content_dim, "content_rows")
+        if not np.all(np.isfinite(rows)):
+            raise ValueError(f"content_rows has non-finite values in row {int(np.argwhere(~np.isfinite(rows))[0, 0])}")
+        probe = tf.ones([1, 1], tf.int32)
+        self.users(probe)  # builds every sub-layer (no-op when already built)
+        table = np.concatenate([self.content.table.numpy()[1:], rows])
+        config = {**self.get_config(), "num_items": self.num_items + len(rows)}
+        grown = LearnTowers(**config, content_table=table)
+        grown.users(probe)
+        for name in ("adaptor", "encoder", "projection"):
+            getattr(grown, name).set_weights(getattr(self, name).get_weights())
+        if self.ids is not None:
+            old = self.ids.get_weights()[0]
+            grown.ids.set_weights([np.concatenate([old, np.zeros((len(rows), old.shape[1]), old.dtype)])])
+        return grown
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -92,3 +92,66 @@ def test_catalogue_errors_and_scorer():
     scores = scorer.score([["i1", "i2"], ["i3"]])
     assert scores.shape == (2, N)
     assert np.allclose(scores, scorer.user_vectors([["i1", "i2"], ["i3"]]) @ scorer.item_matrix.T)
+
+
+@pytest.mark.parametrize("variant", ["a", "b", "c"])
+def test_items_from_content_equals_items_for_table_rows(variant):
+    towers = _learn(item_tower=variant)
+    idx = np.array([1, 4, 12], np.int32)
+    want = towers.items(tf.constant(idx)).numpy()
+    got = towers.items_from_content(tf.constant(_content()[idx - 1])).numpy()
+    assert np.allclose(got, want, atol=1e-5)
+    # Graph mode, unknown batch size.
+    fn = tf.function(towers.items_from_content, input_signature=[tf.TensorSpec([None, D], tf.float32)])
+    assert np.allclose(fn(tf.constant(_content()[idx - 1])).numpy(), want, atol=1e-5)
+
+
+def test_items_from_content_hybrid_uses_a_zero_id_vector():
+    towers = _learn(item_inputs="hybrid")
+    towers.users(tf.constant([[1]]))
+    ids = towers.ids.get_weights()[0]
+    ids[3] = 0.0  # item index 3: a cold item, its ID vector never trained
+    towers.ids.set_weights([ids])
+    content = tf.constant(_content()[[2, 4]])  # indices 3 (zero ID) and 5 (random ID)
+    got = towers.items_from_content(content).numpy()
+    want = towers.items(tf.constant([3, 5])).numpy()
+    assert np.allclose(got[0], want[0], atol=1e-5)
+    assert not np.allclose(got[1], want[1], atol=1e-4)
+
+
+def test_items_from_content_rejects_another_width():
+    towers = _learn()
+    with pytest.raises(ValueError, match=r"width 7 but the towers were trained on content_dim 6.*learn embed"):
+        towers.items_from_content(tf.zeros([2, 7]))
+    with pytest.raises(ValueError, match=r"content_table rows have width 7 .* content_dim 6.*learn embed"):
+        LearnTowers(N, D, content_table=np.zeros((N, 7), np.float32))
+    with pytest.raises(ValueError, match=r"11 rows for a catalogue of 12 items"):
+        LearnTowers(N, D, content_table=np.zeros((N - 1, D), np.float32))
+
+
+@pytest.mark.parametrize("variant,inputs", [("a", "content"), ("b", "content"), ("c", "content"), ("a", "hybrid")])
+def test_with_extra_items_keeps_old_outputs_and_encodes_new_items(variant, inputs):
+    towers = _learn(item_tower=variant, item_inputs=inputs)
+    hist = tf.constant([[1, 2, 3, 0, 0], [12, 5, 0, 0, 0]])
+    old_users, old_items = towers.users(hist).numpy(), towers.items(tf.range(1, N + 1)).numpy()
+    rng = np.random.default_rng(5)
+    new = rng.normal(size=(3, D)).astype(np.float32)
+    grown = towers.with_extra_items(new)
+    assert grown.num_items == N + 3 and grown is not towers and towers.num_items == N
+    assert np.allclose(grown.users(hist).numpy(), old_users, atol=1e-6)
+    assert np.allclose(grown.items(tf.range(1, N + 1)).numpy(), old_items, atol=1e-6)
+    new_items = grown.items(tf.constant([N + 1, N + 2, N + 3])).numpy()
+    assert np.allclose(new_items, grown.items_from_content(tf.constant(new)).numpy(), atol=1e-5)
+    assert np.allclose(new_items, towers.items_from_content(tf.constant(new)).numpy(), atol=1e-5)
+    # A user whose history includes a new item is scored too.
+    assert grown.users(tf.constant([[1, N + 2]])).shape == (1, towers.out_dim)
+    assert grown.get_config() == {**towers.get_config(), "num_items": N + 3}
+    with pytest.raises(ValueError, match="width 5 but the towers were trained on content_dim 6"):
+        towers.with_extra_items(np.zeros((2, 5)))
+    # The catalogue grows the same way; scoring works on the grown pair.
+    cat = Catalogue([f"i{k}" for k in range(N)]).extended(["n0", "n1", "n2"])
+    assert cat.indices(["n1"]).tolist() == [N + 2]
+    scores = TowerScorer(grown, cat, max_len=5).score([["i1", "n0"]])
+    assert scores.shape == (1, N + 3)
+    with pytest.raises(ValueError, match="'i3' appears more than once"):
+        cat.extended(["i3"])

@@ -13,9 +13,9 @@ import tensorflow as tf
 
 from learn_tf.config import Config
 from learn_tf.models.catalogue import Catalogue, TowerScorer
-from learn_tf.models.towers import LearnTowers, SASRecTowers
+from learn_tf.models.towers import ContentDimError, LearnTowers, SASRecTowers
 from learn_tf.training.sampler import SamplerSettings
-from learn_tf.training.trainer import TrainSettings, train
+from learn_tf.training.trainer import TrainSettings, check_cases, train
 from learn_tf.utils.io import atomic_open, write_json
 
 MODEL_KINDS = ("learn", "learn_c", "sasrec")
@@ -95,8 +95,9 @@ def model_name(cfg: Config, kind: str) -> str:
 
 
 def save_towers(towers: tf.keras.Model, catalogue: Catalogue, out_dir: str, extra: dict[str, Any]) -> None:
-    """Weights (TF checkpoint), the towers' config and the catalogue order."""
+    """Weights (TF checkpoint), the towers' config and the catalogue order (`load_towers` reads them)."""
     os.makedirs(out_dir, exist_ok=True)
+    _build(towers)  # an unbuilt subclassed model would save no weights at all
     towers.save_weights(os.path.join(out_dir, WEIGHTS))
     with atomic_open(os.path.join(out_dir, CATALOGUE_FILE)) as f:
         f.write("\n".join(catalogue.item_ids) + "\n")
@@ -104,11 +105,70 @@ def save_towers(towers: tf.keras.Model, catalogue: Catalogue, out_dir: str, extr
                                                      **extra})
 
 
-def load_towers(model_dir: str) -> tuple[tf.keras.Model, Catalogue, dict[str, Any]]:
-    """Rebuilds trained towers from `save_towers` output.
+def embedding_info(manifest: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """What `save_towers` records about the content embeddings a model was trained on."""
+    m = manifest or {}
+    return {k: m.get(k) for k in ("model", "model_id", "postprocess", "dim", "run_id")}
+
+
+def check_embeddings(meta: dict[str, Any], content: Optional[np.ndarray] = None,
+                     manifest: Optional[dict[str, Any]] = None, name: str = "the towers") -> None:
+    """Checks that content embeddings fit towers saved by `save_towers` (`meta` = towers.json).
+
+    Args:
+      meta: the saved towers.json content.
+      content: optional [N, D] content matrix meant for these towers.
+      manifest: optional embedding manifest (`learn embed` output) of `content`.
+      name: how to call the model in messages.
+
+    Raises:
+      ContentDimError: the width differs from the towers' content_dim, or the
+        embedding model differs from the one the towers were trained with;
+        the message names both and the `learn embed` / `learn train` fix.
+    """
+    if meta.get("class") != "LearnTowers":
+        return  # SASRec reads no content
+    trained = meta.get("embedding") or {}
+    want_dim = int(meta["config"]["content_dim"])
+    model = trained.get("model")
+    fix = (f"re-run `learn embed` with embedding.model: {model} (the model they were trained with)" if model
+           else "re-run `learn embed` with the embedding model the towers were trained with")
+    fix += ", or retrain them on these embeddings (`learn train`)"
+    got_dim = content.shape[1] if content is not None else (manifest or {}).get("dim")
+    if got_dim is not None and int(got_dim) != want_dim:
+        source = f" (embedding model {manifest.get('model')!r})" if manifest and manifest.get("model") else ""
+        raise ContentDimError(f"content embeddings{source} have width {int(got_dim)} but {name} were trained on "
+                              f"content_dim {want_dim}: {fix}")
+    if manifest and model and manifest.get("model") and manifest["model"] != model:
+        raise ContentDimError(f"content embeddings come from {manifest['model']!r} but {name} were trained on "
+                              f"{model!r} embeddings (same width {want_dim}, different space): {fix}")
+
+
+def _build(towers: tf.keras.Model) -> None:
+    """Creates every weight of the towers (a no-op when they are built)."""
+    towers.users(tf.zeros([1, 1], tf.int32))
+    towers.items(tf.ones([1], tf.int32))
+
+
+def load_towers(model_dir: str, content: Optional[np.ndarray] = None,
+                embedding_manifest: Optional[dict[str, Any]] = None
+                ) -> tuple[tf.keras.Model, Catalogue, dict[str, Any]]:
+    """Rebuilds trained towers from `save_towers` (`learn train`) output.
+
+    Args:
+      model_dir: e.g. runs/movielens/models/learn_a.
+      content: optional [N, content_dim] content vectors in catalogue order to
+        replace the saved table with (e.g. re-embedded item text).
+      embedding_manifest: optional manifest of those embeddings, checked
+        against the embedding model the towers were trained with.
+
+    Returns:
+      (towers, catalogue, meta): built towers with the trained weights, the
+      catalogue order they use, and the saved towers.json.
 
     Raises:
       FileNotFoundError: the directory holds no trained model.
+      ContentDimError: `content` / the manifest do not fit the towers (see `check_embeddings`).
     """
     path = os.path.join(model_dir, TOWERS_FILE)
     if not os.path.exists(path):
@@ -117,11 +177,19 @@ def load_towers(model_dir: str) -> tuple[tf.keras.Model, Catalogue, dict[str, An
         meta = json.load(f)
     with open(os.path.join(model_dir, CATALOGUE_FILE), encoding="utf-8") as f:
         catalogue = Catalogue([line.rstrip("\n") for line in f if line.rstrip("\n")])
+    check_embeddings(meta, content, embedding_manifest, name=f"the towers in {model_dir}")
     cls = {"LearnTowers": LearnTowers, "SASRecTowers": SASRecTowers}[meta["class"]]
     towers = cls.from_config(meta["config"])
-    towers.users(tf.zeros([1, 1], tf.int32))
-    towers.items(tf.ones([1], tf.int32))
-    towers.load_weights(os.path.join(model_dir, WEIGHTS)).expect_partial()
+    _build(towers)
+    status = towers.load_weights(os.path.join(model_dir, WEIGHTS))
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ValueError(f"{model_dir}: the checkpoint does not hold every weight of the towers in "
+                         f"{TOWERS_FILE} ({str(e).splitlines()[0][:200]}); re-run `learn train`") from None
+    status.expect_partial()
+    if content is not None and isinstance(towers, LearnTowers):
+        towers.content.set_table(np.asarray(content, np.float32))
     return towers, catalogue, meta
 
 
@@ -142,7 +210,8 @@ def train_job(cfg: Config, kinds: Sequence[str], models_dir: Optional[str] = Non
         save_towers(towers, data["catalogue"], out, {"kind": kind, "max_len": cfg.train.max_len,
                                                      "best_epoch": result.best_epoch,
                                                      "best_val_ndcg@10": result.best_metric,
-                                                     "model_config": asdict(cfg.model)})
+                                                     "model_config": asdict(cfg.model),
+                                                     "embedding": embedding_info(data["embedding_manifest"])})
         summary[name] = {"best_epoch": result.best_epoch, "best_val_ndcg@10": result.best_metric,
                          "seconds": round(result.seconds, 1)}
         print(f"[learn train] {name}: best validation NDCG@10 {result.best_metric:.4f} at epoch "
@@ -167,16 +236,21 @@ def evaluate_job(cfg: Config, models_dir: Optional[str] = None, results_dir: Opt
     cat = data["catalogue"]
     models_dir = models_dir or run_dirs(cfg)["models"]
     scorers: dict[str, Any] = {}
+    tower_max_lens: list[int] = []
     if os.path.isdir(models_dir):
         for name in sorted(os.listdir(models_dir)):
             if os.path.exists(os.path.join(models_dir, name, TOWERS_FILE)):
                 towers, model_cat, meta = load_towers(os.path.join(models_dir, name))
                 if list(model_cat.item_ids) != list(cat.item_ids):
                     raise ValueError(f"model {name} was trained on a different catalogue; retrain it")
+                check_embeddings(meta, data["content"], data["embedding_manifest"], name=f"model {name}")
                 scorers[name] = TowerScorer(towers, cat, int(meta["max_len"])).score
+                tower_max_lens.append(int(meta["max_len"]))
     scorers["content_knn"] = ContentKNNBaseline(cat.item_ids, data["content"]).score
     scorers["popularity"] = PopularityBaseline.from_interactions(cat.item_ids, data["splits"].train["item_id"]).score
     cases = _with_earlier(data["splits"].cases(split), data["interactions"])
+    if tower_max_lens:  # fail before scoring, naming the case row and user
+        check_cases(cat, cases, max(tower_max_lens))
     results = evaluate_models(scorers, cases, cat.item_ids)
     results["split"] = split
     out = results_dir or run_dirs(cfg)["results"]

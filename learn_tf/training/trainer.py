@@ -15,7 +15,7 @@ import pandas as pd
 import tensorflow as tf
 
 from learn_tf.embeddings.postprocess import mean_pairwise_cosine
-from learn_tf.models.catalogue import Catalogue, TowerScorer
+from learn_tf.models.catalogue import Catalogue, TowerScorer, UnknownItemError
 from learn_tf.models.retrieval_model import RetrievalModel
 from learn_tf.training.sampler import SamplerSettings, SequenceSampler
 from learn_tf.training.schedule import WarmupCosine
@@ -63,7 +63,8 @@ def item_log_frequencies(sequences: list[np.ndarray], num_items: int) -> np.ndar
     return np.log(counts / counts.sum()).astype(np.float32)
 
 
-def _dataset(sampler: SequenceSampler, batch_size: int) -> tf.data.Dataset:
+def epoch_dataset(sampler: SequenceSampler, batch_size: int) -> tf.data.Dataset:
+    """Batches of a fresh `sampler.epoch()` each time the dataset is iterated (one epoch)."""
     n_t, n_h = sampler.target_slots, sampler.query_slots
     sig = {
         "history": tf.TensorSpec([None, sampler.s.max_len], tf.int32),
@@ -78,6 +79,68 @@ def _dataset(sampler: SequenceSampler, batch_size: int) -> tf.data.Dataset:
             yield {k: v[start:start + batch_size] for k, v in ep.items()}
 
     return tf.data.Dataset.from_generator(gen, output_signature=sig).prefetch(2)
+
+
+@dataclass
+class TrainingSetup:
+    """The compiled model, its sampler and dataset, as `train` runs them (also used by benchmarks)."""
+
+    model: RetrievalModel
+    sampler: SequenceSampler
+    dataset: tf.data.Dataset
+    steps_per_epoch: int
+
+
+def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np.ndarray],
+                     settings: TrainSettings) -> TrainingSetup:
+    """Seeds, builds the sampler, schedule, logQ table and the compiled `RetrievalModel`.
+
+    Raises:
+      UnknownItemError: a training sequence holds an index outside 1..len(catalogue).
+      ValueError: no sequence has 2 or more items, or the towers were built
+        for another catalogue size.
+    """
+    num_items = getattr(towers, "num_items", len(catalogue))
+    if num_items != len(catalogue):
+        raise ValueError(f"the towers were built for {num_items:,} items but the catalogue has {len(catalogue):,}: "
+                         "build them on this catalogue (jobs.build_towers)")
+    check_sequences(train_sequences, len(catalogue))
+    tf.keras.utils.set_random_seed(settings.seed)
+    sampler = SequenceSampler(train_sequences, settings.sampler, seed=settings.seed)
+    steps = math.ceil(sampler.samples_per_epoch / settings.batch_size)
+    total = steps * settings.epochs
+    schedule = WarmupCosine(settings.learning_rate, total, int(settings.warmup_fraction * total))
+    log_q = item_log_frequencies(train_sequences, len(catalogue)) if settings.logq_correction else None
+    model = RetrievalModel(towers, settings.logit_scale, log_q, independent_targets=settings.sampler.mode == "window")
+    model.compile(optimizer=tf.keras.optimizers.AdamW(learning_rate=schedule, weight_decay=settings.weight_decay,
+                                                      clipnorm=1.0))
+    return TrainingSetup(model, sampler, epoch_dataset(sampler, settings.batch_size), steps)
+
+
+def check_sequences(train_sequences: list[np.ndarray], num_items: int) -> None:
+    """Every training index must be a catalogue item (1..num_items); 0 / padding inside a sequence is an error.
+
+    Raises:
+      UnknownItemError: naming the sequence (row) and the bad index.
+    """
+    for r, seq in enumerate(train_sequences):
+        seq = np.asarray(seq)
+        bad = (seq < 1) | (seq > num_items)
+        if bad.any():
+            raise UnknownItemError(
+                f"training sequence {r} holds item index {int(seq[bad][0])}, outside the catalogue's 1..{num_items}: "
+                "map item ids with Catalogue.indices (it names unknown ids) and build the towers on that catalogue")
+
+
+def check_cases(catalogue: Catalogue, cases: pd.DataFrame, max_len: int) -> None:
+    """Checks evaluation cases' histories (their last `max_len` items, what the user tower reads) up front,
+    naming the case row and user of the first bad one.
+
+    Raises:
+      UnknownItemError: a history item is not in the catalogue. ValueError: a history is empty.
+    """
+    users = cases["user_id"].tolist() if "user_id" in cases.columns else None
+    catalogue.check_histories([list(map(str, h)) for h in cases["history"]], max_len, users)
 
 
 class _EvalCallback(tf.keras.callbacks.Callback):
@@ -149,17 +212,14 @@ def train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np
 
     Raises:
       CollapseError: the collapse guard fired.
+      UnknownItemError: a training sequence or validation history holds an
+        item that is not in the catalogue (naming the row and user).
+      ValueError: a validation history is empty (naming the row and user).
     """
     t0 = time.time()
-    tf.keras.utils.set_random_seed(settings.seed)
-    sampler = SequenceSampler(train_sequences, settings.sampler, seed=settings.seed)
-    steps = math.ceil(sampler.samples_per_epoch / settings.batch_size)
-    total = steps * settings.epochs
-    schedule = WarmupCosine(settings.learning_rate, total, int(settings.warmup_fraction * total))
-    log_q = item_log_frequencies(train_sequences, len(catalogue)) if settings.logq_correction else None
-    model = RetrievalModel(towers, settings.logit_scale, log_q, independent_targets=settings.sampler.mode == "window")
-    model.compile(optimizer=tf.keras.optimizers.AdamW(learning_rate=schedule, weight_decay=settings.weight_decay,
-                                                      clipnorm=1.0))
+    check_cases(catalogue, val_cases, settings.sampler.max_len)
+    setup = prepare_training(towers, catalogue, train_sequences, settings)
+    model = setup.model
     n_t = 1 if settings.sampler.mode == "official" else settings.sampler.num_targets
     uniform = math.log(1 + (settings.batch_size - 1) * n_t)
     prefix = None
@@ -171,7 +231,7 @@ def train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np
     callbacks.append(evaluator)
     if output_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), write_graph=False))
-    model.fit(_dataset(sampler, settings.batch_size), epochs=settings.epochs, callbacks=callbacks,
+    model.fit(setup.dataset, epochs=settings.epochs, callbacks=callbacks,
               verbose=settings.verbose)
     if evaluator.best_weights is not None:
         towers.set_weights(evaluator.best_weights)
