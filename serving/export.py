@@ -166,18 +166,16 @@ def tune_scann(items: np.ndarray, queries: np.ndarray, serving: ServingConfig, k
         return ScannSettings(leaves, min(leaves, serving.scann_leaves_to_search), reorder)
     exact = _exact_top(queries, items, min(k, n))
     searcher = (scann.scann_ops_pybind.builder(items, min(k, n), "dot_product")
-                .tree(num_leaves=leaves, num_leaves_to_search=leaves, training_sample_size=min(n, 250_000))
+                .tree(num_leaves=leaves, num_leaves_to_search=leaves, training_sample_size=min(n, 100_000))
                 .score_ah(2, anisotropic_quantization_threshold=0.2).reorder(reorder).build())
-    best = ScannSettings(leaves, leaves, reorder, 1.0)
     candidates = sorted({max(1, int(round(leaves * f))) for f in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)})
-    for search in candidates:
+    for search in candidates:  # the last candidate searches every leaf
         got, _ = searcher.search_batched(queries, leaves_to_search=search, pre_reorder_num_neighbors=reorder,
                                          final_num_neighbors=min(k, n))
         r = recall_at_k(np.asarray(got), exact)
         if r >= serving.scann_recall_target:
-            best = ScannSettings(leaves, search, reorder, r)
             break
-    return best
+    return ScannSettings(leaves, search, reorder, r)
 
 
 def build_index(kind: str, items: np.ndarray, max_k: int, scann: Optional[ScannSettings] = None) -> tf.keras.Model:
@@ -193,6 +191,38 @@ def build_index(kind: str, items: np.ndarray, max_k: int, scann: Optional[ScannS
         k=min(10, items.shape[0]), num_leaves=scann.num_leaves, num_leaves_to_search=scann.num_leaves_to_search,
         num_reordering_candidates=scann.num_reordering_candidates, parallelize_batch_searches=True)
     return layer.index(tf.constant(items), ids)
+
+
+def index_recall(index: tf.keras.Model, items: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
+    """Recall@k of a built top-k layer (identifiers 1..N) against exact search on `queries`."""
+    k = min(k, items.shape[0])
+    _, got = index(tf.constant(queries), k=k)
+    return recall_at_k(np.asarray(got) - 1, _exact_top(queries, items, k))
+
+
+def build_tuned_scann(items: np.ndarray, queries: np.ndarray, serving: ServingConfig, max_k: int,
+                      max_rebuilds: int = 4) -> tuple[tf.keras.Model, ScannSettings]:
+    """The ScaNN layer to export, with its recall verified on that very index.
+
+    Starts from `tune_scann`'s choice; ScaNN's tree differs between builds, so
+    when the built index misses `serving.scann_recall_target` on `queries`,
+    leaves searched grow by half and the index is rebuilt (at most
+    `max_rebuilds` times; explicit `serving.scann_leaves_to_search` is kept).
+    The returned settings carry the recall measured on the returned index.
+    """
+    settings = tune_scann(items, queries, serving)
+    for attempt in range(max_rebuilds + 1):
+        index = build_index("scann", items, max_k, settings)
+        recall = index_recall(index, items, queries)
+        settings = ScannSettings(settings.num_leaves, settings.num_leaves_to_search,
+                                 settings.num_reordering_candidates, recall)
+        if (recall >= serving.scann_recall_target or serving.scann_leaves_to_search is not None
+                or settings.num_leaves_to_search >= settings.num_leaves or attempt == max_rebuilds):
+            return index, settings
+        grown = min(settings.num_leaves, max(settings.num_leaves_to_search + 1,
+                                             int(math.ceil(settings.num_leaves_to_search * 1.5))))
+        settings = ScannSettings(settings.num_leaves, grown, settings.num_reordering_candidates)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _warmup_records(name: str, examples: Sequence[dict[str, np.ndarray]]) -> list[bytes]:
@@ -347,8 +377,8 @@ def export_serving_models(towers: tf.keras.Model, catalogue: Catalogue, max_len:
                                       for s in range(0, len(query_histories), 1024)])
         else:
             queries = items[np.random.default_rng(0).choice(len(items), size=min(1000, len(items)), replace=False)]
-        settings = tune_scann(items, queries.astype(np.float32), serving)
-        sc = _RetrievalModule(towers, catalogue, max_len, build_index("scann", items, max_k, settings), max_k)
+        index, settings = build_tuned_scann(items, queries.astype(np.float32), serving, max_k)
+        sc = _RetrievalModule(towers, catalogue, max_len, index, max_k)
         paths[RETRIEVAL_MODEL] = _save(sc, sc.retrieve, base, RETRIEVAL_MODEL, version, retr_w, scann=True,
                                        transform_output=tx)
     write_models_config(base, [n for n in ALL_MODELS if n in paths])
