@@ -3,6 +3,9 @@
 import hashlib
 import json
 import os
+import re
+import subprocess
+import sys
 import time
 
 import grpc
@@ -40,7 +43,6 @@ def test_export_serve_query_and_onboard_cold_items(tmp_path, tiny_run_config, ca
     from learn_tf.models.catalogue import TowerScorer
     from learn_tf.training.jobs import load_towers, run_dirs
     from serving.client import predict, retrieve
-    from serving.server import ModelServer
 
     cfg_path = tiny_run_config
     for cmd in (["ingest", "--no-tfrecords"], ["embed"], ["train", "--model", "learn"], ["export"]):
@@ -52,11 +54,19 @@ def test_export_serve_query_and_onboard_cold_items(tmp_path, tiny_run_config, ca
     towers, cat, meta = load_towers(model_dir)
     scorer = TowerScorer(towers, cat, int(meta["max_len"]))
 
-    server = ModelServer(base, models_config=os.path.join(base, "models.config"), port=0,
-                         num_threads=8, poll_seconds=0.2)
-    port = server.start()
-    target = f"127.0.0.1:{port}"
+    # `learn serve` itself, on a free port (0), as a separate process; it prints where it listens.
+    server = subprocess.Popen([sys.executable, "-m", "learn_tf.cli", "serve", "--config", cfg_path, "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
+        target = None
+        deadline = time.time() + 120
+        while target is None and time.time() < deadline:
+            line = server.stdout.readline()
+            if not line and server.poll() is not None:
+                raise AssertionError(f"learn serve exited with {server.returncode}")
+            m = re.match(r"serving .* on (127\.0\.0\.1:\d+)$", line.strip())
+            target = m.group(1) if m else None
+        assert target, "learn serve did not report its address"
         # The three kinds of models, over the stock stubs, equal the in-process Keras towers.
         histories = [list(cat.item_ids[[3, 7, 11]]), list(cat.item_ids[[20, 21]]), list(cat.item_ids[[50]])]
         width = max(map(len, histories))
@@ -119,6 +129,13 @@ def test_export_serve_query_and_onboard_cold_items(tmp_path, tiny_run_config, ca
         # Adding the same ids again is refused, naming one of them.
         assert main(["add-items", "--config", cfg_path, str(new_items)]) == 1
         assert "already in the catalogue" in capsys.readouterr().err
+        # A bad request gets INVALID_ARGUMENT, and the server keeps answering.
+        with pytest.raises(grpc.RpcError) as err:
+            predict(target, "learn_retrieval_bf", {"history": padded, "k": np.array([0, 1, 1], np.int32),
+                                                   "exclude_history": np.array([True] * 3)})
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "k must be >= 1" in err.value.details()
+        assert retrieve(target, histories[:1], k=3, model="learn_retrieval_bf")
     finally:
-        server.stop()
+        server.terminate()  # SIGTERM: graceful shutdown
+        assert server.wait(timeout=60) == 0
     tf.keras.backend.clear_session()
