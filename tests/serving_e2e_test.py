@@ -22,7 +22,8 @@ def _digest(directory):
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
         if os.path.isfile(path) and name.startswith("weights"):
-            h.update(open(path, "rb").read())
+            with open(path, "rb") as f:
+                h.update(f.read())
     return h.hexdigest()
 
 
