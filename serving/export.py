@@ -161,13 +161,14 @@ def tune_scann(items: np.ndarray, queries: np.ndarray, serving: ServingConfig, k
 
     n = items.shape[0]
     leaves = serving.scann_num_leaves or max(1, min(n, int(round(math.sqrt(n)))))
-    reorder = min(n, max(100, 2 * serving.max_k))
+    # Exact re-scoring of the candidates is cheap next to the search; too few caps recall at any leaf count.
+    reorder = min(n, max(1000, 4 * serving.max_k))
     if serving.scann_leaves_to_search is not None:
         return ScannSettings(leaves, min(leaves, serving.scann_leaves_to_search), reorder)
     exact = _exact_top(queries, items, min(k, n))
     searcher = (scann.scann_ops_pybind.builder(items, min(k, n), "dot_product")
                 .tree(num_leaves=leaves, num_leaves_to_search=leaves, training_sample_size=min(n, 100_000))
-                .score_ah(2, anisotropic_quantization_threshold=0.2).reorder(reorder).build())
+                .score_ah(2).reorder(reorder).build())  # the quantizer tfrs' ScaNN layer builds
     candidates = sorted({max(1, int(round(leaves * f))) for f in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)})
     for search in candidates:  # the last candidate searches every leaf
         got, _ = searcher.search_batched(queries, leaves_to_search=search, pre_reorder_num_neighbors=reorder,
