@@ -37,10 +37,10 @@ import learn_tf  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf  # noqa: E402
 
 from learn_tf.config import ServingConfig  # noqa: E402
-from learn_tf.models.catalogue import Catalogue  # noqa: E402
+from learn_tf.models.catalogue import Catalogue, item_matrix  # noqa: E402
 from learn_tf.models.towers import LearnTowers  # noqa: E402
 from serving.export import (RETRIEVAL_BF_MODEL, RETRIEVAL_MODEL, build_index, export_serving_models,  # noqa: E402
-                            item_matrix, recall_at_k)
+                            recall_at_k)
 
 CONTENT_DIM, MAX_LEN, HISTORY = 64, 20, 10
 

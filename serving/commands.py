@@ -66,7 +66,6 @@ def _query_histories(cfg: Config, catalogue: Any, max_len: int, limit: int = 200
 def export_trained(cfg: Config, model_dir: str, base: str, version: Optional[int] = None,
                    extra_items: Optional[tuple[Sequence[str], np.ndarray]] = None) -> dict[str, Any]:
     """Loads trained towers (optionally extended by onboarded items) and exports every serving model."""
-    from learn_tf.models.catalogue import Catalogue
     from learn_tf.training.jobs import load_towers
     from serving.export import export_serving_models
 
@@ -79,7 +78,7 @@ def export_trained(cfg: Config, model_dir: str, base: str, version: Optional[int
             raise ValueError(f"{model_dir} holds a {type(towers).__name__} model, which cannot score items it never "
                              "saw in training; onboard items with a LEARN model (content-based item tower)")
         towers = towers.with_extra_items(np.asarray(rows, np.float32))
-        catalogue = Catalogue(list(catalogue.item_ids) + list(ids))
+        catalogue = catalogue.extended(ids)
     return export_serving_models(towers, catalogue, max_len, base, version=version, serving=cfg.serving,
                                  query_histories=queries)
 

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from learn_tf.config import ServingConfig
-from learn_tf.models.catalogue import Catalogue
+from learn_tf.models.catalogue import Catalogue, item_matrix
 from learn_tf.utils.io import atomic_open
 
 USER_MODEL, ITEM_MODEL = "learn_user", "learn_item"
@@ -126,13 +126,6 @@ class _RetrievalModule(_TowerModule):
         valid = (tf.range(width)[None, :] < k[:, None]) & tf.math.is_finite(top)
         ids = tf.where(valid, tf.gather(self.item_id_table, tf.maximum(picked - 1, 0)), tf.constant(b""))
         return {"item_ids": ids, "scores": tf.where(valid, top, tf.constant(-np.inf, top.dtype))}
-
-
-def item_matrix(towers: tf.keras.Model, num_items: int, batch_size: int = 4096) -> np.ndarray:
-    """[N, d] item-tower vectors of the catalogue (indices 1..N), in catalogue order."""
-    idx = np.arange(1, num_items + 1, dtype=np.int32)
-    return np.concatenate([towers.items(tf.constant(idx[s:s + batch_size])).numpy()
-                           for s in range(0, num_items, batch_size)]).astype(np.float32)
 
 
 def _exact_top(queries: np.ndarray, items: np.ndarray, k: int, chunk: int = 32) -> np.ndarray:
@@ -358,7 +351,7 @@ def export_serving_models(towers: tf.keras.Model, catalogue: Catalogue, max_len:
         except ImportError:
             include_scann = False
     version = version or next_version(base)
-    items = item_matrix(towers, len(catalogue))
+    items = item_matrix(towers, len(catalogue), batch_size=4096).astype(np.float32)
     max_k = min(serving.max_k, len(catalogue))
     users_w, items_w, retr_w = _warmup_inputs(catalogue, serving.warmup_requests)
     paths: dict[str, Any] = {}

@@ -8,11 +8,10 @@ import tensorflow as tf
 from google.protobuf import text_format
 
 from learn_tf.config import ServingConfig
-from learn_tf.models.catalogue import Catalogue
+from learn_tf.models.catalogue import Catalogue, item_matrix
 from learn_tf.models.towers import LearnTowers
 from serving.export import (ALL_MODELS, ITEM_MODEL, RETRIEVAL_BF_MODEL, RETRIEVAL_MODEL, USER_MODEL, WARMUP_FILE,
-                            build_tuned_scann, export_serving_models, export_towers, item_matrix, recall_at_k,
-                            tune_scann)
+                            build_tuned_scann, export_serving_models, export_towers, recall_at_k, tune_scann)
 
 N, D, MAX_LEN = 40, 6, 3
 

@@ -429,9 +429,9 @@ def push_models(serving_dir: str, model_base: str) -> tuple[int, dict[str, str]]
     models = exported_models(serving_dir)
     if not models:
         raise FileNotFoundError(f"no SavedModels under {serving_dir}")
-    existing = [int(v) for n in models if os.path.isdir(os.path.join(model_base, n))
-                for v in os.listdir(os.path.join(model_base, n)) if v.isdigit()]
-    version = max(existing, default=0) + 1  # as serving.export.next_version: one above any existing version
+    from serving.export import next_version, write_models_config
+
+    version = next_version(model_base, list(models))  # one above any existing version of these models
     staged = {}
     try:
         for name, src in models.items():
@@ -447,8 +447,6 @@ def push_models(serving_dir: str, model_base: str) -> tuple[int, dict[str, str]]
     finally:
         for tmp in staged.values():
             shutil.rmtree(tmp, ignore_errors=True)
-    from serving.export import write_models_config
-
     write_models_config(model_base, list(models))
     return version, pushed
 

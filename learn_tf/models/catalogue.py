@@ -102,6 +102,21 @@ class Catalogue:
         return matrix[[pos[i] for i in self.item_ids]]
 
 
+def check_towers_fit(towers: tf.keras.Model, catalogue: Catalogue, fix: str) -> None:
+    """Raises ValueError when the towers were built for another catalogue size; `fix` says what to do."""
+    num_items = getattr(towers, "num_items", len(catalogue))
+    if num_items != len(catalogue):
+        raise ValueError(f"the towers were built for {num_items:,} items but the catalogue has {len(catalogue):,}: "
+                         + fix)
+
+
+def item_matrix(towers: tf.keras.Model, num_items: int, batch_size: int = 1024) -> np.ndarray:
+    """[N, d] item-tower vectors of the catalogue (indices 1..N, in catalogue order), `batch_size` at a time."""
+    idx = np.arange(1, num_items + 1, dtype=np.int32)
+    return np.concatenate([towers.items(tf.constant(idx[s:s + batch_size])).numpy()
+                           for s in range(0, num_items, batch_size)])
+
+
 class TowerScorer:
     """Scores the whole catalogue for histories with trained towers (for the evaluator).
 
@@ -113,16 +128,10 @@ class TowerScorer:
     """
 
     def __init__(self, towers: tf.keras.Model, catalogue: Catalogue, max_len: int, batch_size: int = 1024) -> None:
-        num_items = getattr(towers, "num_items", len(catalogue))
-        if num_items != len(catalogue):
-            raise ValueError(f"the towers were built for {num_items:,} items but the catalogue has {len(catalogue):,}: "
-                             "pass the catalogue they were trained with (extend both with "
-                             "LearnTowers.with_extra_items for new items)")
+        check_towers_fit(towers, catalogue, "pass the catalogue they were trained with (extend both with "
+                                            "LearnTowers.with_extra_items for new items)")
         self.towers, self.catalogue, self.max_len = towers, catalogue, max_len
-        idx = np.arange(1, len(catalogue) + 1, dtype=np.int32)
-        self.item_matrix = np.concatenate([
-            towers.items(tf.constant(idx[s:s + batch_size])).numpy() for s in range(0, len(idx), batch_size)
-        ])
+        self.item_matrix = item_matrix(towers, len(catalogue), batch_size)
         self._users = tf.function(lambda x: towers.users(x, training=False),
                                   input_signature=[tf.TensorSpec([None, max_len], tf.int32)])
 

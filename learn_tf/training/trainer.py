@@ -15,7 +15,7 @@ import pandas as pd
 import tensorflow as tf
 
 from learn_tf.embeddings.postprocess import mean_pairwise_cosine
-from learn_tf.models.catalogue import Catalogue, TowerScorer, UnknownItemError
+from learn_tf.models.catalogue import Catalogue, TowerScorer, UnknownItemError, check_towers_fit
 from learn_tf.models.retrieval_model import RetrievalModel
 from learn_tf.training.sampler import SamplerSettings, SequenceSampler
 from learn_tf.training.schedule import WarmupCosine
@@ -100,10 +100,7 @@ def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequenc
       ValueError: no sequence has 2 or more items, or the towers were built
         for another catalogue size.
     """
-    num_items = getattr(towers, "num_items", len(catalogue))
-    if num_items != len(catalogue):
-        raise ValueError(f"the towers were built for {num_items:,} items but the catalogue has {len(catalogue):,}: "
-                         "build them on this catalogue (jobs.build_towers)")
+    check_towers_fit(towers, catalogue, "build them on this catalogue (jobs.build_towers)")
     check_sequences(train_sequences, len(catalogue))
     tf.keras.utils.set_random_seed(settings.seed)
     sampler = SequenceSampler(train_sequences, settings.sampler, seed=settings.seed)
