@@ -51,14 +51,13 @@ def serving_model_dir(cfg: Config, name: Optional[str] = None) -> str:
 def _query_histories(cfg: Config, catalogue: Any, max_len: int, limit: int = 2000) -> np.ndarray:
     """[Q, max_len] training histories (last items) used to tune the ScaNN index on real queries."""
     from learn_tf.data.splits import read_splits
-    from learn_tf.training.jobs import run_dirs
+    from learn_tf.training.jobs import run_dirs, user_histories
 
     split_dir = run_dirs(cfg)["split"]
     if not os.path.isdir(split_dir):
         return np.zeros((0, max_len), np.int32)
-    train = read_splits(split_dir).train.sort_values(["user_id", "position"], kind="mergesort")
     known = set(catalogue.item_ids)
-    hists = [[i for i in g["item_id"].astype(str) if i in known] for _, g in train.groupby("user_id", sort=True)]
+    hists = [[i for i in h if i in known] for _, h in user_histories(read_splits(split_dir).train)]
     hists = [h for h in hists if h][:limit]
     return catalogue.pad_histories(hists, max_len) if hists else np.zeros((0, max_len), np.int32)
 

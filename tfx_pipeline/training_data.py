@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 import learn_tf  # noqa: F401
@@ -28,17 +27,13 @@ def load_pipeline_data(cfg: Config, interactions: pd.DataFrame, embeddings_uri: 
     from learn_tf.data.splits import make_splits
     from learn_tf.embeddings.store import load_embeddings
     from learn_tf.evaluation.cases import add_earlier_items
-    from learn_tf.models.catalogue import Catalogue
+    from learn_tf.training.jobs import training_inputs
 
     items = pd.read_parquet(os.path.join(embeddings_uri, data_io.ITEMS_FILE))
     interactions, dropped = data_io.known_interactions(interactions, items)
     splits = make_splits(items, interactions, cfg.split)
     ids, matrix, manifest = load_embeddings(os.path.join(embeddings_uri, data_io.EMBEDDINGS_SUBDIR))
-    catalogue = Catalogue(np.sort(items["item_id"].astype(str).to_numpy()))
-    content = catalogue.align(ids, matrix)
-    ordered = splits.train.sort_values(["user_id", "position"], kind="mergesort")
-    sequences = [catalogue.indices(g["item_id"].tolist(), context=f"user {u}")
-                 for u, g in ordered.groupby("user_id", sort=True)]
+    catalogue, content, sequences = training_inputs(items, splits.train, ids, matrix)
 
     def cases(split: str) -> pd.DataFrame:
         return add_earlier_items(splits.cases(split), interactions)

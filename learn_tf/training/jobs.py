@@ -32,6 +32,25 @@ def run_dirs(cfg: Config) -> dict[str, str]:
             "results": os.path.join(root, "results")}
 
 
+def user_histories(train: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """(user id, item ids oldest first) for every user of a split's training interactions, users sorted."""
+    ordered = train.sort_values(["user_id", "position"], kind="mergesort")
+    return [(u, g["item_id"].astype(str).tolist()) for u, g in ordered.groupby("user_id", sort=True)]
+
+
+def training_inputs(items: pd.DataFrame, train: pd.DataFrame, ids: np.ndarray, matrix: np.ndarray
+                    ) -> tuple[Catalogue, np.ndarray, list[np.ndarray]]:
+    """The catalogue (sorted item ids), its aligned content matrix and the users' training index sequences.
+
+    Raises:
+      ValueError: a catalogue item has no embedding. UnknownItemError: a training item is not in the catalogue.
+    """
+    catalogue = Catalogue(np.sort(items["item_id"].astype(str).to_numpy()))
+    content = catalogue.align(ids, matrix)
+    sequences = [catalogue.indices(h, context=f"user {u}") for u, h in user_histories(train)]
+    return catalogue, content, sequences
+
+
 def load_training_data(cfg: Config, data_dir: Optional[str] = None, embeddings_dir: Optional[str] = None
                        ) -> dict[str, Any]:
     """Splits, interactions, the catalogue (all items) and its aligned content matrix.
@@ -49,11 +68,7 @@ def load_training_data(cfg: Config, data_dir: Optional[str] = None, embeddings_d
     items, interactions = read_ingested(data_dir)
     splits = read_splits(os.path.join(data_dir, "split"))
     ids, matrix, manifest = load_embeddings(embeddings_dir or dirs["embeddings"])
-    catalogue = Catalogue(np.sort(items["item_id"].astype(str).to_numpy()))
-    content = catalogue.align(ids, matrix)
-    ordered = splits.train.sort_values(["user_id", "position"], kind="mergesort")
-    sequences = [catalogue.indices(g["item_id"].tolist(), context=f"user {u}")
-                 for u, g in ordered.groupby("user_id", sort=True)]
+    catalogue, content, sequences = training_inputs(items, splits.train, ids, matrix)
     return {"items": items, "interactions": interactions, "splits": splits, "catalogue": catalogue,
             "content": content, "sequences": sequences, "embedding_manifest": manifest}
 
