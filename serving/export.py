@@ -143,12 +143,14 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx, exact)]))
 
 
-def tune_scann(items: np.ndarray, queries: np.ndarray, serving: ServingConfig, k: int = 10) -> ScannSettings:
+def tune_scann(items: np.ndarray, queries: np.ndarray, serving: ServingConfig, k: int = 10,
+               exact: Optional[np.ndarray] = None) -> ScannSettings:
     """Chooses ScaNN parameters for a catalogue: leaves ~ sqrt(N), leaves searched tuned to the recall target.
 
     The smallest number of leaves searched whose recall@k against exact search
     on `queries` reaches `serving.scann_recall_target` wins (explicit config
-    values are kept as given).
+    values are kept as given). `exact`: the queries' exact top-k item rows,
+    when the caller has them already.
     """
     import scann
 
@@ -158,7 +160,7 @@ def tune_scann(items: np.ndarray, queries: np.ndarray, serving: ServingConfig, k
     reorder = min(n, max(1000, 4 * serving.max_k))
     if serving.scann_leaves_to_search is not None:
         return ScannSettings(leaves, min(leaves, serving.scann_leaves_to_search), reorder)
-    exact = _exact_top(queries, items, min(k, n))
+    exact = _exact_top(queries, items, min(k, n)) if exact is None else exact
     searcher = (scann.scann_ops_pybind.builder(items, min(k, n), "dot_product")
                 .tree(num_leaves=leaves, num_leaves_to_search=leaves, training_sample_size=min(n, 100_000))
                 .score_ah(2).reorder(reorder).build())  # the quantizer tfrs' ScaNN layer builds
@@ -187,11 +189,10 @@ def build_index(kind: str, items: np.ndarray, max_k: int, scann: Optional[ScannS
     return layer.index(tf.constant(items), ids)
 
 
-def index_recall(index: tf.keras.Model, items: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
-    """Recall@k of a built top-k layer (identifiers 1..N) against exact search on `queries`."""
-    k = min(k, items.shape[0])
-    _, got = index(tf.constant(queries), k=k)
-    return recall_at_k(np.asarray(got) - 1, _exact_top(queries, items, k))
+def index_recall(index: tf.keras.Model, queries: np.ndarray, exact: np.ndarray) -> float:
+    """Recall of a built top-k layer (identifiers 1..N) against `exact`, the queries' exact top-k item rows."""
+    _, got = index(tf.constant(queries), k=exact.shape[1])
+    return recall_at_k(np.asarray(got) - 1, exact)
 
 
 def build_tuned_scann(items: np.ndarray, queries: np.ndarray, serving: ServingConfig, max_k: int,
@@ -204,10 +205,11 @@ def build_tuned_scann(items: np.ndarray, queries: np.ndarray, serving: ServingCo
     `max_rebuilds` times; explicit `serving.scann_leaves_to_search` is kept).
     The returned settings carry the recall measured on the returned index.
     """
-    settings = tune_scann(items, queries, serving)
+    exact = _exact_top(queries, items, min(10, items.shape[0]))  # once: the tuner and every rebuild share it
+    settings = tune_scann(items, queries, serving, exact=exact)
     for attempt in range(max_rebuilds + 1):
         index = build_index("scann", items, max_k, settings)
-        recall = index_recall(index, items, queries)
+        recall = index_recall(index, queries, exact)
         settings = ScannSettings(settings.num_leaves, settings.num_leaves_to_search,
                                  settings.num_reordering_candidates, recall)
         if (recall >= serving.scann_recall_target or serving.scann_leaves_to_search is not None
