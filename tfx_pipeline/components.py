@@ -329,7 +329,7 @@ class RetrievalEvaluatorExecutor(base_executor.BaseExecutor):
         data = load_pipeline_data(
             cfg, data_io.read_interactions(artifact_utils.get_single_uri(input_dict["examples"])),
             artifact_utils.get_single_uri(input_dict["item_embeddings"]))
-        towers, model_cat, meta = load_towers(os.path.join(model_uri, "Format-Serving", "towers"))
+        towers, model_cat, meta = load_towers(data_io.trained_towers_dir(model_uri))
         cat = data["catalogue"]
         if list(model_cat.item_ids) != list(cat.item_ids):
             raise ValueError("the model was trained on a different catalogue than the evaluation data")
@@ -466,7 +466,7 @@ class ServingPusherExecutor(base_executor.BaseExecutor):
             print(f"[learn pipeline] model not blessed ({blessing.get_string_custom_property('reasons')}); "
                   "nothing pushed")
             return
-        version, paths = push_models(os.path.join(model_uri, "Format-Serving", "serving"), base)
+        version, paths = push_models(data_io.exported_models_dir(model_uri), base)
         os.makedirs(pushed.uri, exist_ok=True)
         _write_text(os.path.join(pushed.uri, "pushed.json"), json.dumps(
             {"version": version, "model_base": base, "models": paths}, indent=2))

@@ -15,6 +15,23 @@ ITEMS_SPLIT = "items"
 INTERACTIONS_SPLIT = "interactions"
 ITEMS_FILE = "items.parquet"  # inside an ItemEmbeddings artifact: the catalogue it was computed on
 EMBEDDINGS_SUBDIR = "embeddings"  # inside an ItemEmbeddings artifact: the published embedding files
+# Inside a Trainer Model artifact's serving model dir (TFX's `Format-Serving`):
+TOWERS_SUBDIR = "towers"  # the trained towers (`learn_tf.training.jobs.save_towers`)
+SERVING_SUBDIR = "serving"  # the exported SavedModels, `<name>/<version>/`
+
+
+def trained_towers_dir(model_uri: str) -> str:
+    """Where the Trainer saved the towers inside a Model artifact."""
+    from tfx.utils import path_utils
+
+    return os.path.join(path_utils.serving_model_dir(model_uri), TOWERS_SUBDIR)
+
+
+def exported_models_dir(model_uri: str) -> str:
+    """Where the Trainer exported the serving SavedModels inside a Model artifact."""
+    from tfx.utils import path_utils
+
+    return os.path.join(path_utils.serving_model_dir(model_uri), SERVING_SUBDIR)
 
 
 def split_files(examples_uri: str, split: str) -> list[str]:

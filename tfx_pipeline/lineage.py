@@ -182,6 +182,8 @@ def latest_pushed_towers(metadata_path: str, pipeline_name: str) -> Optional[str
     """The trained towers (`<model>/Format-Serving/towers`) of the most recent run that pushed a model, if any."""
     import os
 
+    from tfx_pipeline import data_io
+
     if not os.path.exists(metadata_path) and "://" not in metadata_path:
         return None
     store = open_store(metadata_path)
@@ -191,7 +193,7 @@ def latest_pushed_towers(metadata_path: str, pipeline_name: str) -> Optional[str
         pushed = pusher and pusher.outputs.get("pushed_model") and pusher.outputs["pushed_model"][0]
         if not pushed or not pushed.properties.get("pushed") or not trainer or not trainer.outputs.get("model"):
             continue
-        path = os.path.join(trainer.outputs["model"][0].uri, "Format-Serving", "towers")
+        path = data_io.trained_towers_dir(trainer.outputs["model"][0].uri)
         if os.path.exists(os.path.join(path, "towers.json")):
             return path
     return None

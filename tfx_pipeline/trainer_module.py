@@ -55,13 +55,14 @@ def run_fn(fn_args: "tfx.components.FnArgs") -> None:
     towers = build_towers(cfg, kind, catalogue, data["content"])
     result = train(towers, catalogue, data["sequences"], data["cases"]("validation"), train_settings(cfg, verbose=0),
                    output_dir=fn_args.model_run_dir)
-    save_towers(towers, catalogue, os.path.join(fn_args.serving_model_dir, "towers"),
+    save_towers(towers, catalogue, os.path.join(fn_args.serving_model_dir, data_io.TOWERS_SUBDIR),
                 {"kind": kind, "name": name, "max_len": cfg.train.max_len, "best_epoch": result.best_epoch,
                  "best_val_ndcg@10": result.best_metric, "model_config": cc["config"]["model"],
                  "embedding_run_id": data["embedding_manifest"]["run_id"]})
     t_export = time.time()
     # The transform graph ships inside every serving model (signature `transform_features`).
-    paths = _export(towers, catalogue, cfg.train.max_len, os.path.join(fn_args.serving_model_dir, "serving"),
+    paths = _export(towers, catalogue, cfg.train.max_len,
+                    os.path.join(fn_args.serving_model_dir, data_io.SERVING_SUBDIR),
                     cfg.serving, fn_args.transform_output)
     export_seconds = time.time() - t_export
     with open(os.path.join(fn_args.model_run_dir, "train_summary.json"), "w", encoding="utf-8") as f:
