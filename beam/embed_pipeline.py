@@ -68,10 +68,10 @@ class _EncoderHolder:
 
 
 def _load_encoder(model: str, pooling: str, max_tokens: int) -> _EncoderHolder:
-    from learn_tf.embeddings.encoder import TextEncoder
-    from learn_tf.encoders.presets import resolve_preset
+    from learn_tf.embeddings.text_embedder import TextEmbedder
+    from learn_tf.pretrained.presets import resolve_preset
 
-    return _EncoderHolder(TextEncoder(resolve_preset(model), pooling=pooling, max_tokens=max_tokens))
+    return _EncoderHolder(TextEmbedder(resolve_preset(model), pooling=pooling, max_tokens=max_tokens))
 
 
 class _Progress:
@@ -166,7 +166,7 @@ def _make_dofns(spec: EmbedSpec, shared_handle: Any):
             self.holder = shared_handle.acquire(lambda: _load_encoder(spec.model, spec.pooling, spec.max_tokens))
 
         def process(self, batch):
-            from learn_tf.embeddings.encoder import bucket_length
+            from learn_tf.embeddings.text_embedder import bucket_length
 
             ids, truncated = self.holder.encoder.tokenize([text for _, text, _ in batch])
             beam.metrics.Metrics.counter(NAMESPACE, "texts_truncated").inc(sum(truncated))
@@ -425,22 +425,22 @@ def _item_hashes(items_path: str, template: str, model_id: str) -> tuple[list[st
 
 
 def _check_model(model: str) -> None:
-    from learn_tf.embeddings.encoder import EncoderLoadError
+    from learn_tf.embeddings.text_embedder import EmbedderLoadError
 
     if "://" in model:
         return
-    from learn_tf.encoders.presets import resolve_preset
+    from learn_tf.pretrained.presets import resolve_preset
 
     try:
         folder = resolve_preset(model)
     except Exception as e:
-        raise EncoderLoadError(f"embedding.model {model!r}: {e}") from e
+        raise EmbedderLoadError(f"embedding.model {model!r}: {e}") from e
     if "://" in folder:
         return
     if not os.path.isdir(folder) or not any(
         os.path.exists(os.path.join(folder, f)) for f in ("config.json", "metadata.json")
     ):
-        raise EncoderLoadError(
+        raise EmbedderLoadError(
             f"embedding.model {model!r}: {folder} is not a keras-hub preset folder "
             "(no config.json or metadata.json); give a registered name (smollm2-135m, minilm-l6), "
             "a preset folder or a keras-hub handle"
@@ -474,7 +474,7 @@ def run_embedding_job(
     reused, so items embedded later get the identical transform.
 
     Raises:
-      EncoderLoadError: the model cannot be found or loaded.
+      EmbedderLoadError: the model cannot be found or loaded.
       ValueError: the published count differs from the catalogue.
     """
     import apache_beam as beam

@@ -15,7 +15,7 @@ from beam.embed_pipeline import run_embedding_job
 from learn_tf.config import DataConfig, SyntheticConfig
 from learn_tf.data.ingest import ingest
 from learn_tf.embeddings import store
-from learn_tf.embeddings.encoder import EncoderLoadError
+from learn_tf.embeddings.text_embedder import EmbedderLoadError
 
 N_ITEMS = 60
 
@@ -90,7 +90,7 @@ def test_bad_input_fallbacks_and_truncation(tmp_path, tiny_decoder_preset):
 
 
 def test_unreadable_model_fails_before_any_work(items_path, tmp_path):
-    with pytest.raises(EncoderLoadError, match="not a keras-hub preset folder"):
+    with pytest.raises(EmbedderLoadError, match="not a keras-hub preset folder"):
         _run(items_path, str(tmp_path / "emb"), str(tmp_path))
     assert store.read_manifest(str(tmp_path / "emb")) is None
 
@@ -110,12 +110,12 @@ def test_killed_midway_then_rerun_gives_exactly_one_embedding_per_item(items_pat
     out = str(tmp_path / "emb")
     script = textwrap.dedent(f"""
         import time
-        import learn_tf.embeddings.encoder as enc
-        orig = enc.TextEncoder.embed_ids
+        import learn_tf.embeddings.text_embedder as enc
+        orig = enc.TextEmbedder.embed_ids
         def slow(self, *a, **k):
             time.sleep(0.5)
             return orig(self, *a, **k)
-        enc.TextEncoder.embed_ids = slow
+        enc.TextEmbedder.embed_ids = slow
         from beam.embed_pipeline import run_embedding_job
         run_embedding_job({items_path!r}, {out!r}, model={tiny_decoder_preset!r}, template="movielens",
                           max_tokens=48, batch_size=4)

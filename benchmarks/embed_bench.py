@@ -5,8 +5,8 @@ One process, one machine, the same rendered texts, batch size and model:
 1. the Beam job (`run_embedding_job(force=True)` into a fresh temp dir, in_memory
    DirectRunner, 1 worker), timed end to end, with a time split (driver and Beam
    start-up, model load, tokenizer trace, forward passes, writing and
-   publication) measured by wrapping `TextEncoder` methods in this process;
-2. the plain loop (`TextEncoder(...)` + `embed_texts`) over the distinct
+   publication) measured by wrapping `TextEmbedder` methods in this process;
+2. the plain loop (`TextEmbedder(...)` + `embed_texts`) over the distinct
    rendered texts the job embeds, including its own model load, and in steady
    state (after load and the first traced call);
 3. achieved GFLOP/s (forward FLOPs ~ 2 * params * tokens, real and padded
@@ -42,7 +42,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Recorder:
-    """Wall-clock intervals of TextEncoder calls, tagged by the current phase."""
+    """Wall-clock intervals of TextEmbedder calls, tagged by the current phase."""
 
     def __init__(self) -> None:
         self.phase = "none"
@@ -189,11 +189,11 @@ def main() -> None:
     import apache_beam  # noqa: F401
 
     from beam.embed_pipeline import run_embedding_job
-    from learn_tf.embeddings import encoder as encoder_mod
-    from learn_tf.encoders.presets import resolve_preset
+    from learn_tf.embeddings import text_embedder as encoder_mod
+    from learn_tf.pretrained.presets import resolve_preset
 
     rec = Recorder()
-    rec.wrap(encoder_mod.TextEncoder)
+    rec.wrap(encoder_mod.TextEmbedder)
     work = tempfile.mkdtemp(prefix="embed_bench-")
     res: dict[str, Any] = {"args": vars(a)}
     try:
@@ -248,7 +248,7 @@ def main() -> None:
             rec.phase = "loop"
             meter.start()
             t0 = time.perf_counter()
-            enc = encoder_mod.TextEncoder(preset, pooling=a.pooling, max_tokens=a.max_tokens)
+            enc = encoder_mod.TextEmbedder(preset, pooling=a.pooling, max_tokens=a.max_tokens)
             t_load = time.perf_counter() - t0
             vecs = enc.embed_texts(texts, batch_size=a.batch_size)
             t_loop = time.perf_counter() - t0

@@ -85,7 +85,7 @@ def cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
 
 def cmd_convert(cfg: Config, args: argparse.Namespace) -> int:
     """Converts the configured embedded model (or a given GGUF file) into a keras-hub preset folder."""
-    from learn_tf.encoders import convert_gguf, resolve_preset
+    from learn_tf.pretrained import convert_gguf, resolve_preset
 
     if args.gguf:
         if not args.output:

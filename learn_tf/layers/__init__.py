@@ -2,7 +2,7 @@
 
 from learn_tf.layers.adaptor import ContentAdaptor
 from learn_tf.layers.content_table import ContentTable
-from learn_tf.layers.encoder import CausalTransformerEncoder, TransformerBlock, attention_mask
+from learn_tf.layers.transformer import CausalTransformerEncoder, TransformerBlock, attention_mask
 from learn_tf.layers.projection import ProjectionHead
 from learn_tf.layers.saved_tower import SavedModelTower
 

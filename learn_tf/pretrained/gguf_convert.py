@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from learn_tf.encoders.cache import (
+from learn_tf.pretrained.cache import (
     build_folder_atomically,
     cache_dir,
     file_fingerprint,
@@ -408,7 +408,7 @@ def convert_gguf(gguf_path: str, out_dir: str, dtype: str = "float32") -> str:
     if not os.path.isfile(gguf_path):
         raise GGUFConversionError(f"GGUF file not found: {gguf_path}")
     marker = {
-        "converter": "learn_tf.encoders.gguf_convert",
+        "converter": "learn_tf.pretrained.gguf_convert",
         "converter_version": CONVERTER_VERSION,
         "source": file_fingerprint(gguf_path),
         "dtype": dtype,

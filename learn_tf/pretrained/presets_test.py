@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from learn_tf.encoders import presets
-from learn_tf.encoders.cache import cache_dir
-from learn_tf.encoders.presets import (
+from learn_tf.pretrained import presets
+from learn_tf.pretrained.cache import cache_dir
+from learn_tf.pretrained.presets import (
     EMBEDDED_PRESETS,
     EmbeddedPreset,
     PresetPackageMissingError,

@@ -1,13 +1,13 @@
-"""Pretrained text encoders from pip-installed weights, converted once for keras-hub."""
+"""Pretrained LLM weights from pip-installed packages, converted once into keras-hub preset folders."""
 
-from learn_tf.encoders.cache import cache_dir
-from learn_tf.encoders.gguf_convert import (
+from learn_tf.pretrained.cache import cache_dir
+from learn_tf.pretrained.gguf_convert import (
     GGUFConversionError,
     convert_gguf,
     gguf_paths_from_package,
 )
-from learn_tf.encoders.minilm_convert import convert_minilm
-from learn_tf.encoders.presets import (
+from learn_tf.pretrained.minilm_convert import convert_minilm
+from learn_tf.pretrained.presets import (
     EMBEDDED_PRESETS,
     EmbeddedPreset,
     PresetPackageMissingError,

@@ -15,7 +15,7 @@ import shutil
 
 import numpy as np
 
-from learn_tf.encoders.cache import build_folder_atomically, file_fingerprint
+from learn_tf.pretrained.cache import build_folder_atomically, file_fingerprint
 
 CONVERTER_VERSION = 1
 _COPIED_FILES = (
@@ -57,7 +57,7 @@ def convert_minilm(src_dir: str, out_dir: str) -> str:
     if model_type != "bert":
         raise ValueError(f"{src_dir}/config.json: model_type is {model_type!r}, expected 'bert'")
     marker = {
-        "converter": "learn_tf.encoders.minilm_convert",
+        "converter": "learn_tf.pretrained.minilm_convert",
         "converter_version": CONVERTER_VERSION,
         "source": file_fingerprint(weights),
     }

@@ -15,9 +15,9 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from learn_tf.encoders.cache import cache_dir
-from learn_tf.encoders.gguf_convert import convert_gguf, gguf_paths_from_package
-from learn_tf.encoders.minilm_convert import convert_minilm
+from learn_tf.pretrained.cache import cache_dir
+from learn_tf.pretrained.gguf_convert import convert_gguf, gguf_paths_from_package
+from learn_tf.pretrained.minilm_convert import convert_minilm
 
 Kind = Literal["decoder", "encoder"]
 

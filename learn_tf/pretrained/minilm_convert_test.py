@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from learn_tf.encoders.minilm_convert import bert_tensor_name, convert_minilm
+from learn_tf.pretrained.minilm_convert import bert_tensor_name, convert_minilm
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "toy", "story", "gold", "##en", "eye"]
 HIDDEN, LAYERS, HEADS, FFN = 8, 2, 2, 16
@@ -110,7 +110,7 @@ def test_rejects_non_bert_folder(tmp_path):
 @pytest.mark.large
 def test_minilm_mean_pooled_similarity(tmp_path, monkeypatch):
     keras_hub = pytest.importorskip("keras_hub")
-    from learn_tf.encoders.presets import PresetPackageMissingError, resolve_preset
+    from learn_tf.pretrained.presets import PresetPackageMissingError, resolve_preset
 
     monkeypatch.setenv("LEARN_TF_CACHE", str(tmp_path / "cache"))
     try:

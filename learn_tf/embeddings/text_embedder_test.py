@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from learn_tf.embeddings.encoder import EncoderLoadError, TextEncoder, bucket_length
+from learn_tf.embeddings.text_embedder import EmbedderLoadError, TextEmbedder, bucket_length
 
 
 def test_bucket_length():
@@ -14,7 +14,7 @@ def test_bucket_length():
 @pytest.mark.parametrize("pooling", ["mean", "last"])
 def test_unit_norm_padding_invariant_and_order_stable(kind, pooling, tiny_decoder_preset, tiny_encoder_preset):
     preset = tiny_decoder_preset if kind == "decoder" else tiny_encoder_preset
-    enc = TextEncoder(preset, pooling=pooling, max_tokens=32)
+    enc = TextEmbedder(preset, pooling=pooling, max_tokens=32)
     texts = ["the toy story", "space war", "a love night", "the toy story"]
     x = enc.embed_texts(texts, batch_size=3)
     assert x.shape == (4, 16) and np.isfinite(x).all()
@@ -29,7 +29,7 @@ def test_unit_norm_padding_invariant_and_order_stable(kind, pooling, tiny_decode
 
 
 def test_truncation_and_empty_text(tiny_decoder_preset):
-    enc = TextEncoder(tiny_decoder_preset, max_tokens=8)
+    enc = TextEmbedder(tiny_decoder_preset, max_tokens=8)
     ids, truncated = enc.tokenize(["word " * 50, "", "ok"])
     assert truncated == [True, False, False]
     assert len(ids[0]) == 8 and len(ids[1]) == 1
@@ -37,8 +37,8 @@ def test_truncation_and_empty_text(tiny_decoder_preset):
 
 
 def test_unreadable_model_path_is_named(tmp_path):
-    with pytest.raises(EncoderLoadError, match="nope"):
-        TextEncoder(str(tmp_path / "nope"))
+    with pytest.raises(EmbedderLoadError, match="nope"):
+        TextEmbedder(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(EncoderLoadError, match="empty"):
-        TextEncoder(str(tmp_path / "empty"))
+    with pytest.raises(EmbedderLoadError, match="empty"):
+        TextEmbedder(str(tmp_path / "empty"))

@@ -19,7 +19,7 @@ POOLINGS = ("mean", "last")
 PAD_MULTIPLE = 16
 
 
-class EncoderLoadError(RuntimeError):
+class EmbedderLoadError(RuntimeError):
     """The model path or preset cannot be loaded."""
 
 
@@ -42,7 +42,7 @@ def _backbone_overrides(preset: str) -> dict[str, float]:
     return {}
 
 
-class TextEncoder:
+class TextEmbedder:
     """Frozen keras-hub backbone + tokenizer mapping texts to unit-norm vectors.
 
     Args:
@@ -61,12 +61,12 @@ class TextEncoder:
         import tensorflow as tf
 
         if "://" not in preset and not os.path.isdir(preset):
-            raise EncoderLoadError(f"model path {preset!r} is not a folder or a keras-hub handle")
+            raise EmbedderLoadError(f"model path {preset!r} is not a folder or a keras-hub handle")
         try:
             self.backbone = keras_hub.models.Backbone.from_preset(preset, **_backbone_overrides(preset))
             self.tokenizer = keras_hub.models.Tokenizer.from_preset(preset)
         except Exception as e:  # keras-hub raises many kinds here
-            raise EncoderLoadError(f"cannot load a keras-hub backbone/tokenizer from {preset!r}: {e}") from e
+            raise EmbedderLoadError(f"cannot load a keras-hub backbone/tokenizer from {preset!r}: {e}") from e
         self.backbone.trainable = False
         self.preset = preset
         self.pooling = pooling

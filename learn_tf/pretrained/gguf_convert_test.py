@@ -13,7 +13,7 @@ import pytest
 gguf = pytest.importorskip("gguf")
 from safetensors import safe_open  # noqa: E402
 
-from learn_tf.encoders.gguf_convert import (  # noqa: E402
+from learn_tf.pretrained.gguf_convert import (  # noqa: E402
     GGUFConversionError,
     convert_gguf,
     gguf_paths_from_package,
@@ -367,7 +367,7 @@ def tmp_cache(tmp_path, monkeypatch):
 @pytest.mark.large
 def test_smollm2_completes_capital_of_france(tmp_cache):
     keras_hub = pytest.importorskip("keras_hub")
-    from learn_tf.encoders.presets import PresetPackageMissingError, resolve_preset
+    from learn_tf.pretrained.presets import PresetPackageMissingError, resolve_preset
 
     try:
         folder = resolve_preset("smollm2-135m")
@@ -395,7 +395,7 @@ def test_smollm2_completes_capital_of_france(tmp_cache):
 @pytest.mark.large
 def test_gemma3_270m_knows_where_the_eiffel_tower_is(tmp_cache):
     keras_hub = pytest.importorskip("keras_hub")
-    from learn_tf.encoders.presets import PresetPackageMissingError, resolve_preset
+    from learn_tf.pretrained.presets import PresetPackageMissingError, resolve_preset
 
     try:
         folder = resolve_preset("gemma3-270m")
