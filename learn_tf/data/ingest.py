@@ -20,6 +20,7 @@ from learn_tf.config import DataConfig
 from learn_tf.data import schema
 from learn_tf.data.report import TableLog, format_report, write_rejects
 from learn_tf.data.sources import RawTables
+from learn_tf.data.tfrecords import write_interactions_tfrecord, write_items_tfrecord
 from learn_tf.utils.io import atomic_path, sha256_file, write_json
 
 
@@ -213,8 +214,6 @@ def ingest(cfg: DataConfig, output_dir: str, write_tfrecords: bool = True, echo:
     _write_parquet(items, schema.ITEMS_SCHEMA, os.path.join(output_dir, schema.ITEMS_FILE))
     _write_parquet(interactions, schema.INTERACTIONS_SCHEMA, os.path.join(output_dir, schema.INTERACTIONS_FILE))
     if write_tfrecords:
-        from learn_tf.data.tfrecords import write_items_tfrecord, write_interactions_tfrecord
-
         write_items_tfrecord(items, os.path.join(output_dir, schema.ITEMS_TFRECORD))
         write_interactions_tfrecord(interactions, os.path.join(output_dir, schema.INTERACTIONS_TFRECORD))
     n_rejects = write_rejects(os.path.join(output_dir, schema.REJECTS_FILE), [items_log, inter_log])
@@ -224,7 +223,6 @@ def ingest(cfg: DataConfig, output_dir: str, write_tfrecords: bool = True, echo:
     report = {
         "source": cfg.source,
         "description": raw.description,
-        "output_dir": output_dir,
         "tables": {"items": items_log.to_dict(), "interactions": inter_log.to_dict()},
         "summary": {
             "users": int(interactions["user_id"].nunique()),
@@ -236,11 +234,12 @@ def ingest(cfg: DataConfig, output_dir: str, write_tfrecords: bool = True, echo:
         "files": {
             name: sha256_file(os.path.join(output_dir, name))
             for name in (schema.ITEMS_FILE, schema.INTERACTIONS_FILE)
+            + ((schema.ITEMS_TFRECORD, schema.INTERACTIONS_TFRECORD) if write_tfrecords else ())
         },
     }
     write_json(os.path.join(output_dir, schema.REPORT_FILE), report)
     if echo:
-        print(format_report(report))
+        print(format_report(report, output_dir))
     if rejected_fraction > cfg.max_rejected_fraction:
         worst = inter_log.rejected.most_common(1)[0]
         raise IngestError(

@@ -78,9 +78,9 @@ def _plain(v: Any) -> Any:
     return v if isinstance(v, (str, int, float, bool)) else str(v)
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """A console table of an ingest report."""
-    lines = [f"Ingest report: {report['source']} -> {report['output_dir']}"]
+def format_report(report: dict[str, Any], output_dir: str) -> str:
+    """A console table of an ingest report written to `output_dir`."""
+    lines = [f"Ingest report: {report['source']} -> {output_dir}"]
     header = f"  {'table':<14}{'rows in':>10}{'kept':>10}{'rejected':>10}  reasons"
     lines.append(header)
     lines.append("  " + "-" * (len(header) - 2))

@@ -6,38 +6,35 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from learn_tf.data import schema
 from learn_tf.utils.io import atomic_path
 
 
-def _bytes(values: Iterable[str]):  # -> tf.train.Feature
-    import tensorflow as tf
-
+def _bytes(values: Iterable[str]) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode("utf-8") for v in values]))
 
 
-def _ints(values: Sequence[int]):
-    import tensorflow as tf
-
+def _ints(values: Sequence[int]) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
 
-def _floats(values: Sequence[float]):
-    import tensorflow as tf
-
+def _floats(values: Sequence[float]) -> tf.train.Feature:
     return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
 
 
 def write_examples(path: str, examples: Iterable[dict]) -> int:
-    """Writes dicts of `tf.train.Feature` as tf.Examples to `path` atomically; returns the count."""
-    import tensorflow as tf
+    """Writes dicts of `tf.train.Feature` as tf.Examples to `path` atomically; returns the count.
 
+    Serialised deterministically (the feature map in key order), so the same
+    rows always give the same bytes and a re-ingest keeps ExampleGen cached.
+    """
     n = 0
     with atomic_path(path) as tmp:
         with tf.io.TFRecordWriter(tmp) as w:
             for feats in examples:
-                w.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+                w.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(deterministic=True))
                 n += 1
     return n
 
