@@ -1,17 +1,19 @@
-"""SavedModel exports: signatures, equality with the Keras towers, retrieval, ScaNN tuning, TF Serving layout."""
+"""SavedModel exports: signatures, equality with the Keras towers, retrieval, TF Serving layout."""
 
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 
 from learn_tf.config import ServingConfig
-from learn_tf.models.catalogue import Catalogue, item_matrix
+from learn_tf.models.catalogue import Catalogue, item_matrix, tuning_queries
 from learn_tf.models.towers import LearnTowers
-from serving.export import (ALL_MODELS, ITEM_MODEL, RETRIEVAL_BF_MODEL, RETRIEVAL_MODEL, USER_MODEL, WARMUP_FILE,
-                            build_tuned_scann, export_serving_models, export_towers, recall_at_k, tune_scann)
+from learn_tf.training.jobs import save_towers
+from serving.export import export_serving_models, export_towers, export_trained
+from serving.layout import ALL_MODELS, ITEM_MODEL, RETRIEVAL_BF_MODEL, RETRIEVAL_MODEL, USER_MODEL, WARMUP_FILE
 
 N, D, MAX_LEN = 40, 6, 3
 
@@ -113,22 +115,28 @@ def test_models_config_warmup_and_versions(exported):
         export_towers(towers, cat, MAX_LEN, base, version=2)
 
 
-def test_scann_tuning_reaches_recall_target():
-    rng = np.random.default_rng(1)
-    centres = rng.normal(size=(30, 16))
-    items = (centres[rng.integers(0, 30, 3000)] + 0.5 * rng.normal(size=(3000, 16))).astype(np.float32)
-    items /= np.linalg.norm(items, axis=1, keepdims=True)
-    queries = items[rng.choice(3000, 300, replace=False)] + 0.1 * rng.normal(size=(300, 16)).astype(np.float32)
-    s = tune_scann(items, queries.astype(np.float32), ServingConfig(max_k=50, scann_recall_target=0.95))
-    assert s.num_leaves == 55  # ~ sqrt(3000)
-    assert s.measured_recall_at_10 >= 0.95 and s.num_leaves_to_search <= s.num_leaves
-    exact = np.argsort(-(queries @ items.T), axis=1)[:, :10]
-    assert recall_at_k(exact, exact) == 1.0
-    # The index that is exported meets the target itself (measured here independently of the tuner).
-    index, built = build_tuned_scann(items, queries.astype(np.float32), ServingConfig(max_k=50), max_k=50)
-    _, got = index(tf.constant(queries.astype(np.float32)), k=10)
-    measured = recall_at_k(got.numpy() - 1, exact)
-    assert measured >= 0.95 and abs(measured - built.measured_recall_at_10) < 1e-9
+def test_export_trained_tunes_on_training_histories_and_onboards_items(exported, tmp_path):
+    towers, cat, _, _ = exported
+    model_dir = str(tmp_path / "towers")
+    save_towers(towers, cat, model_dir, {"max_len": MAX_LEN})
+    train = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u3"], "item_id": ["m03", "m01", "m05", "zz"],
+                          "position": [1, 0, 0, 0]})
+    queries = tuning_queries(cat, train, MAX_LEN)
+    assert queries.dtype == np.int32 and queries.tolist() == [[2, 4, 0], [6, 0, 0]]  # u3 knows no item
+    assert tuning_queries(cat, train, MAX_LEN, limit=1).shape == (1, MAX_LEN)
+    rows = np.random.default_rng(3).normal(size=(2, D)).astype(np.float32)
+    base = str(tmp_path / "base")
+    paths = export_trained(model_dir, base, ServingConfig(max_k=20, warmup_requests=1), queries,
+                           extra_items=(["new0", "new1"], rows))
+    assert paths["version"] == 1 and os.path.exists(os.path.join(base, "models.config"))
+    out = _sig(paths[ITEM_MODEL])(item_ids=tf.constant(["new1", "m00", "nope"]))
+    assert out["known"].numpy().tolist() == [True, True, False]
+    want = towers.with_extra_items(rows).items(tf.constant([N + 2, 1])).numpy()
+    assert np.allclose(out["item_embedding"].numpy()[:2], want, atol=1e-5)
+    again = export_trained(model_dir, base, ServingConfig(max_k=20, warmup_requests=1), None)
+    assert again["version"] == 2
+    with pytest.raises(FileNotFoundError):
+        export_trained(str(tmp_path / "none"), base, ServingConfig(), None)
 
 
 def test_savedmodel_as_a_layer_in_a_ranking_model(exported):

@@ -1,10 +1,11 @@
-"""Item ids <-> indices, content table alignment, and full-catalogue scoring for the evaluator."""
+"""Item ids <-> indices, content table alignment, users' histories, and full-catalogue scoring for the evaluator."""
 
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 
@@ -100,6 +101,30 @@ class Catalogue:
             raise ValueError(f"{len(missing)} catalogue items have no content embedding, e.g. {missing[0]!r}; "
                              "re-run `learn embed` on the current catalogue")
         return matrix[[pos[i] for i in self.item_ids]]
+
+
+def user_histories(train: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """(user id, item ids oldest first) for every user of a split's training interactions, users sorted."""
+    ordered = train.sort_values(["user_id", "position"], kind="mergesort")
+    return [(u, g["item_id"].astype(str).tolist()) for u, g in ordered.groupby("user_id", sort=True)]
+
+
+def tuning_queries(catalogue: Catalogue, train: pd.DataFrame, max_len: int, limit: int = 2000) -> np.ndarray:
+    """[Q, max_len] index histories (the last items) of the first `limit` users, to tune a ScaNN index on.
+
+    Args:
+      catalogue: the order the towers use (ids outside it are dropped from the histories).
+      train: a split's training interactions (user_id, item_id, position).
+      max_len: the user tower's history length.
+      limit: at most this many users (users sorted; those left without a known item skipped).
+
+    Returns:
+      int32 [Q, max_len], right-padded with 0; [0, max_len] when no user has a known item.
+    """
+    known = set(catalogue.item_ids)
+    hists = [[i for i in h if i in known] for _, h in user_histories(train)]
+    hists = [h for h in hists if h][:limit]
+    return catalogue.pad_histories(hists, max_len) if hists else np.zeros((0, max_len), np.int32)
 
 
 def check_towers_fit(towers: tf.keras.Model, catalogue: Catalogue, fix: str) -> None:

@@ -1,0 +1,160 @@
+"""PredictRequest handling: TensorProto <-> tensors, request validation, TF Serving's gRPC status codes.
+
+Errors use TF Serving's codes: INVALID_ARGUMENT for a bad request (signature,
+input names, dtypes, shapes, malformed tensors, output filter) or an
+InvalidArgument error raised in the graph; `graph_error` maps the other graph
+errors; anything unexpected is INTERNAL (see `serving.services`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
+
+import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+
+DEFAULT_SIGNATURE = "serving_default"
+MAX_MESSAGE_CHARS = 2000  # error details longer than this are cut
+
+
+class RequestError(Exception):
+    """A request failure carrying the gRPC status code it is reported with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message[:MAX_MESSAGE_CHARS]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One serving signature: the concrete function, its named input specs and its output names."""
+
+    fn: Callable[..., Any]
+    inputs: dict[str, tf.TensorSpec]
+    outputs: tuple[str, ...]
+
+
+class SignatureOwner(Protocol):
+    """What a request runs against: a named, versioned set of signatures (a loaded model version)."""
+
+    name: str
+    version: int
+    signatures: Mapping[str, Signature]
+
+
+def tensor_from_proto(name: str, proto: Any, spec: tf.TensorSpec, max_elements: int) -> tf.Tensor:
+    """Validates one input TensorProto against its TensorSpec and converts it.
+
+    Raises:
+      RequestError: INVALID_ARGUMENT naming the input: wrong dtype, unknown or
+        negative shape, more than `max_elements` elements, a shape the spec
+        does not accept, or values that do not fill the shape.
+    """
+    want = spec.dtype
+    if proto.dtype != want.as_datatype_enum:
+        try:
+            got = tf.dtypes.as_dtype(proto.dtype).name
+        except TypeError:
+            got = f"unknown dtype {proto.dtype}"
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input '{name}' has dtype {got} but the signature expects {want.name}")
+    if proto.tensor_shape.unknown_rank:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}' has an unknown shape")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if any(d < 0 for d in dims):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}' has a negative dimension: {dims}")
+    if int(np.prod(dims, dtype=np.float64)) > max_elements:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input '{name}' has shape {dims}: more than {max_elements} elements")
+    if not spec.shape.is_compatible_with(dims):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input '{name}' has shape {dims} but the signature expects "
+                           f"{_shape_str(spec.shape)} (rank {spec.shape.rank})")
+    try:
+        value = tf.make_ndarray(proto)
+    except Exception as e:  # ValueError / TypeError from values that do not fill the shape, etc.
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input '{name}' is a malformed TensorProto: {e}") from e
+    if list(value.shape) != dims:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input '{name}' is a malformed TensorProto: values do not fill shape {dims}")
+    try:
+        return tf.convert_to_tensor(value, dtype=want)
+    except Exception as e:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}' cannot be converted: {e}") from e
+
+
+def _shape_str(shape: tf.TensorShape) -> str:
+    if shape.rank is None:
+        return "<unknown rank>"
+    return "[" + ", ".join("None" if d is None else str(d) for d in shape.as_list()) + "]"
+
+
+def clean_tf_message(message: str) -> str:
+    """An op error's own message, without TensorFlow's "Graph execution error" preamble and node trace."""
+    message = message.split("\n\t [[")[0].strip()
+    if "<stack traces unavailable>\n" in message:
+        message = message.split("<stack traces unavailable>\n", 1)[1]
+    elif message.startswith("Graph execution error:") and "Detected at node" in message:
+        message = message.strip().splitlines()[-1]
+    return message.strip()
+
+
+def graph_error(e: tf.errors.OpError) -> RequestError:
+    """Maps an error raised while running a signature to the status TF Serving would return."""
+    message = clean_tf_message(e.message)
+    codes = {
+        tf.errors.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+        tf.errors.OUT_OF_RANGE: grpc.StatusCode.OUT_OF_RANGE,
+        tf.errors.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+        tf.errors.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+    return RequestError(codes.get(e.error_code, grpc.StatusCode.INTERNAL), message)
+
+
+def run_predict(servable: SignatureOwner, request: predict_pb2.PredictRequest,
+                max_elements: int) -> dict[str, np.ndarray]:
+    """Runs a PredictRequest's signature on one model version; returns the (filtered) outputs as arrays.
+
+    Raises:
+      RequestError: an unknown signature, input names that differ from the
+        signature's, an unknown output filter, a bad input tensor (see
+        `tensor_from_proto`), or an error raised in the graph (see `graph_error`).
+    """
+    key = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    signature = servable.signatures.get(key)
+    if signature is None:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f'Serving signature key "{key}" not found. Signatures of model {servable.name} '
+                           f"version {servable.version}: {', '.join(sorted(servable.signatures))}")
+    sent, expected = set(request.inputs), set(signature.inputs)
+    if sent != expected:
+        missing, extra = sorted(expected - sent), sorted(sent - expected)
+        parts = []
+        if missing:
+            parts.append(f"missing input(s): {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected input(s): {', '.join(extra)}")
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input names do not match signature \"{key}\": {'; '.join(parts)} "
+                           f"(expected: {', '.join(sorted(expected))})")
+    wanted = list(request.output_filter) or list(signature.outputs)
+    unknown = sorted(set(wanted) - set(signature.outputs))
+    if unknown:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"output tensor alias(es) not found in signature \"{key}\": {', '.join(unknown)} "
+                           f"(outputs: {', '.join(signature.outputs)})")
+    tensors = {n: tensor_from_proto(n, request.inputs[n], spec, max_elements) for n, spec in signature.inputs.items()}
+    try:
+        outputs = signature.fn(**tensors)
+    except tf.errors.OpError as e:
+        raise graph_error(e) from e
+    except (TypeError, ValueError) as e:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"signature \"{key}\" rejected the inputs: {e}") from e
+    return {n: outputs[n].numpy() for n in dict.fromkeys(wanted)}

@@ -1,0 +1,76 @@
+"""Request validation and status codes: every malformed PredictRequest gets TF Serving's code and a clear message."""
+
+from __future__ import annotations
+
+import learn_tf  # noqa: F401
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
+from tensorflow_serving.apis import predict_pb2
+
+from serving.testing import Stubs, request
+
+
+def _malformed(too_many_values: bool = False) -> tensor_pb2.TensorProto:
+    p = tf.make_tensor_proto(np.zeros((2, 3), np.float32))
+    if too_many_values:
+        p.ClearField("tensor_content")
+        p.float_val.extend(range(8))  # 8 values for 6 elements (fewer would repeat the last one, as in TF)
+    else:
+        p.tensor_content = p.tensor_content[:-4]  # 20 bytes for 6 floats
+    return p
+
+
+def _huge() -> tensor_pb2.TensorProto:
+    p = tf.make_tensor_proto(np.zeros((1, 3), np.float32))
+    p.ClearField("tensor_content")
+    p.tensor_shape.dim[0].size = 1_000_000_000  # one value broadcast to 3e9 elements
+    p.float_val.append(1.0)
+    return p
+
+
+def _filtered(name: str) -> predict_pb2.PredictRequest:
+    r = request()
+    r.output_filter.append(name)
+    return r
+
+
+BAD_REQUESTS = {
+    "unknown_model": (lambda: request(model="nope"), grpc.StatusCode.NOT_FOUND, 'no model named "nope"'),
+    "unknown_version": (lambda: request(version=9), grpc.StatusCode.NOT_FOUND, "Specific(toy, 9)"),
+    "unknown_signature": (lambda: request(signature="nope"), grpc.StatusCode.INVALID_ARGUMENT,
+                          'Serving signature key "nope" not found'),
+    "missing_input": (lambda: request(k=None), grpc.StatusCode.INVALID_ARGUMENT, "missing input(s): k"),
+    "extra_input": (lambda: request(z=np.zeros(1, np.float32)), grpc.StatusCode.INVALID_ARGUMENT,
+                    "unexpected input(s): z"),
+    "wrong_dtype": (lambda: request(x=np.zeros((1, 3), np.float64)), grpc.StatusCode.INVALID_ARGUMENT,
+                    "input 'x' has dtype float64 but the signature expects float32"),
+    "wrong_rank": (lambda: request(x=np.zeros(3, np.float32)), grpc.StatusCode.INVALID_ARGUMENT,
+                   "input 'x' has shape [3] but the signature expects [None, 3]"),
+    "wrong_fixed_dim": (lambda: request(x=np.zeros((2, 4), np.float32)), grpc.StatusCode.INVALID_ARGUMENT,
+                        "input 'x' has shape [2, 4]"),
+    "malformed_tensor": (lambda: request(x=_malformed(), k=np.ones(2, np.int32)), grpc.StatusCode.INVALID_ARGUMENT,
+                         "input 'x' is a malformed TensorProto"),
+    "too_many_values": (lambda: request(x=_malformed(True), k=np.ones(2, np.int32)),
+                        grpc.StatusCode.INVALID_ARGUMENT, "input 'x' is a malformed TensorProto"),
+    "huge_broadcast": (lambda: request(x=_huge()), grpc.StatusCode.INVALID_ARGUMENT, "elements"),
+    "graph_assert": (lambda: request(k=np.array([1, 7], np.int32), x=np.zeros((2, 3), np.float32)),
+                     grpc.StatusCode.INVALID_ARGUMENT, "k must be at most 5"),
+    "unknown_output_filter": (lambda: _filtered("nope"), grpc.StatusCode.INVALID_ARGUMENT,
+                              "output tensor alias(es) not found"),
+    "no_model_name": (lambda: request(model=""), grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_requests(stubs: Stubs, case: str) -> None:
+    make, code, needle = BAD_REQUESTS[case]
+    with pytest.raises(grpc.RpcError) as e:
+        stubs.predict.Predict(make(), timeout=10)
+    assert e.value.code() == code, e.value.details()
+    assert needle in e.value.details()
+    assert "[[" not in e.value.details()  # no graph node traces
+    assert stubs.served_version() == 1  # the server keeps answering
