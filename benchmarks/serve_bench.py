@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,13 +35,16 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import learn_tf  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import grpc  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from learn_tf.config import ServingConfig  # noqa: E402
 from learn_tf.models.catalogue import Catalogue, item_matrix  # noqa: E402
 from learn_tf.models.towers import LearnTowers  # noqa: E402
-from serving.export import (RETRIEVAL_BF_MODEL, RETRIEVAL_MODEL, build_index, export_serving_models,  # noqa: E402
-                            recall_at_k)
+from serving.client import predict  # noqa: E402
+from serving.export import export_serving_models  # noqa: E402
+from serving.index import build_index, recall_at_k  # noqa: E402
+from serving.layout import RETRIEVAL_BF_MODEL, RETRIEVAL_MODEL  # noqa: E402
 
 CONTENT_DIM, MAX_LEN, HISTORY = 64, 20, 10
 
@@ -85,8 +89,6 @@ def _load(fn: Callable[[int], None], concurrency: int, total: int) -> dict[str, 
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -94,9 +96,6 @@ def _free_port() -> int:
 
 def bench_size(n: int, requests: int, workdir: str) -> dict[str, Any]:
     """Exports models for an n-item catalogue and measures them (see the module docstring)."""
-    import grpc
-    from serving.client import predict
-
     rng = np.random.default_rng(n)
     content = rng.normal(size=(n, CONTENT_DIM)).astype(np.float32)
     content /= np.linalg.norm(content, axis=1, keepdims=True)
