@@ -8,6 +8,7 @@ unchanged to items embedded later.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,18 +40,16 @@ class Transform:
             raise ValueError(f"transform fitted on dim {self.mean.shape[0]}, got input of shape {x.shape}")
         return l2_normalize((x - self.mean) @ self.matrix).astype(np.float32)
 
-    def save(self, path: str) -> None:
-        """Writes the transform as .npz (atomically)."""
-        from learn_tf.utils.io import atomic_path
-
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, method=np.array(self.method), mean=self.mean, matrix=self.matrix)
+    def to_bytes(self) -> bytes:
+        """The transform as .npz bytes (files are written by `store.write_transform`)."""
+        buf = io.BytesIO()
+        np.savez(buf, method=np.array(self.method), mean=self.mean, matrix=self.matrix)
+        return buf.getvalue()
 
     @staticmethod
-    def load(path: str) -> "Transform":
-        """Reads a transform written by `save`."""
-        with np.load(path) as z:
+    def from_bytes(data: bytes) -> "Transform":
+        """Reads bytes written by `to_bytes`."""
+        with np.load(io.BytesIO(data)) as z:
             return Transform(method=str(z["method"]), mean=z["mean"], matrix=z["matrix"])
 
 

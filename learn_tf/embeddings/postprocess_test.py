@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from learn_tf.embeddings.postprocess import Transform, fit, fit_from_moments, l2_normalize, mean_pairwise_cosine
+from learn_tf.embeddings import store
+from learn_tf.embeddings.postprocess import fit, fit_from_moments, l2_normalize, mean_pairwise_cosine
 
 
 def _anisotropic(n=400, d=12, seed=0):
@@ -48,8 +49,8 @@ def test_streaming_moments_equal_in_memory_fit():
 def test_save_load_roundtrip_and_new_items_get_same_transform(tmp_path):
     x = _anisotropic()
     t = fit("center", x[:300])
-    t.save(str(tmp_path / "t.npz"))
-    back = Transform.load(str(tmp_path / "t.npz"))
+    store.write_transform(str(tmp_path / "t.npz"), t)
+    back = store.read_transform(str(tmp_path / "t.npz"))
     assert back.method == "center"
     assert np.array_equal(back.apply(x[300:]), t.apply(x[300:]))
 

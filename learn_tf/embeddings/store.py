@@ -1,10 +1,15 @@
 """Published item embeddings: a manifest that commits a set of shard files.
 
 An embedding directory holds shard files named with the run that wrote them
-(`embeddings-<run>-00000-of-00002.parquet`, `.tfrecord`, `cache-<run>-*`) and
-`manifest.json`, written last and atomically. Readers read only the files the
-manifest lists, so a run killed midway leaves the previous publication intact,
-and a re-run publishes exactly one embedding per item.
+(`embeddings-<run>-00000-of-00002.parquet`, `.tfrecord`, `cache-<run>-*`,
+`transform-<run>.npz`) and `manifest.json`, written last and atomically. Readers
+read only the files the manifest lists, so a run killed midway leaves the
+previous publication intact, and a re-run publishes exactly one embedding per
+item.
+
+This module is the one reader and writer of those files (the Beam job and its
+publication step use it too). All file access goes through `tf.io.gfile`, so a
+directory may be local or on an object store (`gs://...`).
 """
 
 from __future__ import annotations
@@ -12,16 +17,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from typing import Any, Iterable, Optional
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
+import tensorflow as tf
 
 from learn_tf.embeddings.postprocess import Transform
 
 MANIFEST = "manifest.json"
 TRANSFORM = "transform.npz"
+STATS = "stats.json"
+# Names a run writes into the directory; any of these the manifest does not list is stale.
+RUN_FILE_PREFIXES = ("embeddings-", "cache-", "transform-", ".run-", "beam-temp-")
 
 EMBEDDINGS_SCHEMA = pa.schema(
     [
@@ -37,6 +48,9 @@ CACHE_SCHEMA = pa.schema(
         pa.field("raw", pa.list_(pa.float32()), nullable=False),
     ]
 )
+
+
+# --------------------------------------------------------------------------- keys and checksums
 
 
 def text_hash(model_id: str, template: str, text: str) -> str:
@@ -60,22 +74,145 @@ def combine_digests(digests: Iterable[int]) -> str:
     return format(sum(digests) % (1 << 256), "064x")
 
 
-def read_manifest(directory: str) -> Optional[dict[str, Any]]:
-    """The published manifest of `directory`, or None when nothing is published."""
-    path = os.path.join(directory, MANIFEST)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+# --------------------------------------------------------------------------- names of a run's files
+
+
+def shard_prefix(directory: str, kind: str, run_id: str) -> str:
+    """Path prefix of one run's shards of `kind` ("embeddings" or "cache")."""
+    return os.path.join(directory, f"{kind}-{run_id}")
+
+
+def transform_name(run_id: str) -> str:
+    """File name of the transform a run publishes."""
+    return f"transform-{run_id}.npz"
+
+
+def staging_dir(directory: str, run_id: str) -> str:
+    """Where a run's workers leave the stats and fitted transform for publication."""
+    return os.path.join(directory, f".run-{run_id}")
+
+
+def listed_files(manifest: dict[str, Any]) -> list[str]:
+    """Every file name a manifest commits, shards and transform (not the manifest itself)."""
+    return [f for group in manifest["files"].values() for f in group] + [manifest["transform_file"]]
+
+
+def list_run_shards(directory: str, kind: str, run_id: str, suffix: str) -> list[str]:
+    """Sorted names of the shards of `kind` with `suffix` (".parquet", ".tfrecord") one run wrote."""
+    pattern = f"{shard_prefix(directory, kind, run_id)}-*{suffix}"
+    return sorted(os.path.basename(p) for p in tf.io.gfile.glob(pattern))
+
+
+# --------------------------------------------------------------------------- generic file access
+
+
+def _open_for_write(path: str, mode: str) -> tf.io.gfile.GFile:
+    """Opens `path` for writing, creating its folder first (as Beam's `FileSystems.create` does)."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    return tf.io.gfile.GFile(path, mode)
+
+
+def read_json(path: str) -> Any:
+    """Parses the JSON file at `path`."""
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.loads(f.read())
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Writes `obj` as indented, key-sorted JSON; the file appears under `path` only when complete.
+
+    Written beside the target and renamed onto it: atomic on a local disk; on
+    an object store the final object is created in one piece.
+    """
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with _open_for_write(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    move(tmp, path)
+
+
+def makedirs(directory: str) -> None:
+    """Creates `directory` and its parents if missing."""
+    tf.io.gfile.makedirs(directory)
+
+
+def move(src: str, dst: str) -> None:
+    """Renames `src` onto `dst` (replacing it)."""
+    tf.io.gfile.rename(src, dst, overwrite=True)
+
+
+def read_parquet(path: str, columns: Optional[list[str]] = None) -> pa.Table:
+    """One Parquet file (local or object store) as an Arrow table."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return pq.read_table(pa.BufferReader(f.read()), columns=columns)
 
 
 def _read_parquet_files(directory: str, files: list[str], columns: list[str]) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    tables = [pq.read_table(os.path.join(directory, f), columns=columns) for f in files]
+    tables = [read_parquet(os.path.join(directory, f), columns) for f in files]
     if not tables:
         return pd.DataFrame({c: [] for c in columns})
     return pa.concat_tables(tables).to_pandas()
+
+
+def _all_exist(directory: str, files: Iterable[str]) -> bool:
+    return all(tf.io.gfile.exists(os.path.join(directory, f)) for f in files)
+
+
+# --------------------------------------------------------------------------- manifest and transform
+
+
+def read_manifest(directory: str) -> Optional[dict[str, Any]]:
+    """The published manifest of `directory`, or None when nothing is published."""
+    path = os.path.join(directory, MANIFEST)
+    if not tf.io.gfile.exists(path):
+        return None
+    return read_json(path)
+
+
+def write_manifest(directory: str, manifest: dict[str, Any]) -> None:
+    """Publishes `manifest`: the commit point of a run (its files must already be in place)."""
+    write_json(os.path.join(directory, MANIFEST), manifest)
+
+
+def files_present(directory: str, manifest: dict[str, Any]) -> bool:
+    """Whether every file `manifest` lists exists in `directory`."""
+    return _all_exist(directory, listed_files(manifest))
+
+
+def remove_unlisted(directory: str, manifest: dict[str, Any]) -> None:
+    """Deletes run files (shards, transforms, staging and Beam temp dirs) that `manifest` does not list."""
+    keep = {MANIFEST, *listed_files(manifest)}
+    for name in tf.io.gfile.listdir(directory):
+        name = name.rstrip("/")  # object stores list folders with a trailing slash
+        if name in keep or not name.startswith(RUN_FILE_PREFIXES):
+            continue
+        path = os.path.join(directory, name)
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        else:
+            tf.io.gfile.remove(path)
+
+
+def write_transform(path: str, transform: Transform) -> None:
+    """Writes a post-processing transform (.npz)."""
+    with _open_for_write(path, "wb") as f:
+        f.write(transform.to_bytes())
+
+
+def read_transform(path: str) -> Transform:
+    """Reads a transform written by `write_transform`."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return Transform.from_bytes(f.read())
+
+
+def load_transform(directory: str) -> Transform:
+    """The post-processing transform fitted on the published catalogue."""
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise FileNotFoundError(f"{os.path.join(directory, MANIFEST)} not found; run `learn embed` first")
+    return read_transform(os.path.join(directory, manifest["transform_file"]))
+
+
+# --------------------------------------------------------------------------- embeddings and cache
 
 
 def load_embeddings(directory: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -92,7 +229,7 @@ def load_embeddings(directory: str) -> tuple[np.ndarray, np.ndarray, dict[str, A
     if manifest is None:
         raise FileNotFoundError(f"{os.path.join(directory, MANIFEST)} not found; run `learn embed` first")
     for f in manifest["files"]["parquet"]:
-        if not os.path.exists(os.path.join(directory, f)):
+        if not tf.io.gfile.exists(os.path.join(directory, f)):
             raise ValueError(f"{directory}: manifest lists {f}, which is missing")
     df = _read_parquet_files(directory, manifest["files"]["parquet"], ["item_id", "embedding"])
     df = df.sort_values("item_id", kind="mergesort")
@@ -104,30 +241,29 @@ def load_embeddings(directory: str) -> tuple[np.ndarray, np.ndarray, dict[str, A
     return ids, mat, manifest
 
 
+def _complete_cache_files(directory: str, manifest: Optional[dict[str, Any]]) -> Optional[list[str]]:
+    """The published cache shards, or None when there is none or one is missing.
+
+    An incomplete cache is ignored (everything is re-embedded), never half-used.
+    """
+    if not manifest:
+        return None
+    files = manifest["files"].get("cache", [])
+    return files if _all_exist(directory, files) else None
+
+
 def load_cache(directory: str, manifest: Optional[dict[str, Any]]) -> dict[str, np.ndarray]:
     """The raw (pre-post-processing) vectors of the published run, by text hash."""
-    if not manifest:
+    files = _complete_cache_files(directory, manifest)
+    if files is None:
         return {}
-    files = [f for f in manifest["files"].get("cache", []) if os.path.exists(os.path.join(directory, f))]
-    if len(files) != len(manifest["files"].get("cache", [])):
-        return {}  # an incomplete cache is ignored (everything is re-embedded), never half-used
     df = _read_parquet_files(directory, files, ["text_hash", "raw"])
     return {h: np.asarray(v, np.float32) for h, v in zip(df["text_hash"], df["raw"])}
 
 
 def cached_hashes(directory: str, manifest: Optional[dict[str, Any]]) -> set[str]:
     """Text hashes present in the published cache (reads only that column)."""
-    if not manifest:
-        return set()
-    files = manifest["files"].get("cache", [])
-    if not all(os.path.exists(os.path.join(directory, f)) for f in files):
+    files = _complete_cache_files(directory, manifest)
+    if files is None:
         return set()
     return set(_read_parquet_files(directory, files, ["text_hash"])["text_hash"])
-
-
-def load_transform(directory: str) -> Transform:
-    """The post-processing transform fitted on the published catalogue."""
-    manifest = read_manifest(directory)
-    if manifest is None:
-        raise FileNotFoundError(f"{os.path.join(directory, MANIFEST)} not found; run `learn embed` first")
-    return Transform.load(os.path.join(directory, manifest["transform_file"]))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+import keras
+import keras_hub  # learn_tf/__init__ (imported first, as this module's package) sets KERAS_BACKEND
+
 
 def _byte_symbols() -> list[str]:
     """GPT-2's byte-to-unicode table: one printable symbol per byte value."""
@@ -20,9 +23,6 @@ def _byte_symbols() -> list[str]:
 
 def make_tiny_decoder_preset(path: str, hidden_dim: int = 16, num_layers: int = 2, seed: int = 0) -> str:
     """Saves a tiny random Llama3 backbone + byte-level BPE tokenizer as a keras-hub preset."""
-    import keras
-    import keras_hub
-
     keras.utils.set_random_seed(seed)
     symbols = _byte_symbols()
     merges = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a"]
@@ -44,9 +44,6 @@ def make_tiny_decoder_preset(path: str, hidden_dim: int = 16, num_layers: int = 
 
 def make_tiny_encoder_preset(path: str, hidden_dim: int = 16, seed: int = 0) -> str:
     """Saves a tiny random BERT backbone + WordPiece tokenizer as a keras-hub preset."""
-    import keras
-    import keras_hub
-
     keras.utils.set_random_seed(seed)
     words = "toy story space war comedy drama the a of and in love night day".split()
     chars = [c for c in "abcdefghijklmnopqrstuvwxyz0123456789.:,()" if c not in words]

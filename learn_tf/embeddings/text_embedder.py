@@ -8,12 +8,14 @@ mask ("mean") or taken at the last real token ("last").
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Sequence
 
 import numpy as np
 
 import learn_tf  # noqa: F401  (environment before TensorFlow / Keras load)
+import tensorflow as tf
 
 POOLINGS = ("mean", "last")
 PAD_MULTIPLE = 16
@@ -30,8 +32,6 @@ def bucket_length(n_tokens: int, max_tokens: int, multiple: int = PAD_MULTIPLE) 
 
 def _backbone_overrides(preset: str) -> dict[str, float]:
     """Config values keras-hub's Hugging Face llama loader ignores (it fixes RMSNorm eps at 1e-6)."""
-    import json
-
     path = os.path.join(preset, "config.json")
     if not os.path.isfile(path):
         return {}
@@ -57,8 +57,10 @@ class TextEmbedder:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if max_tokens < 2:
             raise ValueError(f"max_tokens must be >= 2, got {max_tokens}")
+        # Local import: keras-hub (Keras 3 and every model family) takes seconds to
+        # import and is needed only to load a model, not by the Beam driver or the
+        # callers of `bucket_length` / `EmbedderLoadError`.
         import keras_hub
-        import tensorflow as tf
 
         if "://" not in preset and not os.path.isdir(preset):
             raise EmbedderLoadError(f"model path {preset!r} is not a folder or a keras-hub handle")
@@ -91,8 +93,6 @@ class TextEmbedder:
         """
         if not texts:
             return [], []
-        import tensorflow as tf
-
         ragged = self._tokenize(tf.constant([t.encode("utf-8") for t in texts], dtype=tf.string))
         rows = ragged.to_list() if hasattr(ragged, "to_list") else [list(r) for r in ragged.numpy()]
         ids, truncated = [], []
@@ -109,8 +109,6 @@ class TextEmbedder:
         return ids, truncated
 
     def _forward_impl(self, token_ids, padding_mask):
-        import tensorflow as tf
-
         inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
         if self.is_encoder:
             inputs["segment_ids"] = tf.zeros_like(token_ids)
