@@ -31,9 +31,19 @@ import tempfile
 import time
 from typing import Any
 
+import keras_hub  # noqa: F401  (imported before anything is timed)
 import numpy as np
+import pandas as pd
+import tensorflow as tf
 
 import learn_tf  # noqa: F401  (environment before TensorFlow / Keras load)
+from beam.embed_pipeline import run_embedding_job
+from learn_tf.config import load_config
+from learn_tf.data.ingest import ingest
+from learn_tf.embeddings import store
+from learn_tf.embeddings import text_embedder as encoder_mod
+from learn_tf.embeddings.templates import item_text, resolve_template, text_columns
+from learn_tf.pretrained.presets import resolve_preset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,13 +118,8 @@ def _span(evs: list[dict[str, Any]]) -> float:
 
 
 def _items_path(args: argparse.Namespace, work: str) -> str:
-    import pandas as pd
-
     path = args.items
     if path is None:
-        from learn_tf.config import load_config
-        from learn_tf.data.ingest import ingest
-
         cfg = load_config(os.path.join(REPO, "configs", "movielens.yaml"))
         ingest(cfg.data, os.path.join(work, "data"), write_tfrecords=False, echo=False)
         path = os.path.join(work, "data", "items.parquet")
@@ -126,20 +131,10 @@ def _items_path(args: argparse.Namespace, work: str) -> str:
 
 
 def _distinct_texts(items_path: str, template: str) -> tuple[int, list[str]]:
-    """The texts the job embeds: rendered as in `beam.embed_pipeline`, one per distinct text."""
-    import pandas as pd
-
-    from learn_tf.embeddings.templates import render, resolve_template, template_fields
-
+    """The texts the job embeds (`item_text`, as in the Beam job), one per distinct text."""
     template = resolve_template(template)
-    fields = template_fields(template)
     df = pd.read_parquet(items_path)
-    texts: dict[str, None] = {}
-    for row in df[["item_id", "title", *[f for f in fields if f != "title"]]].to_dict("records"):
-        text, missing = render(template, row)
-        if not text.strip() or set(missing) == set(fields):
-            text = str(row.get("title") or f"Item {row['item_id']}")
-        texts.setdefault(text, None)
+    texts = dict.fromkeys(item_text(template, row)[0] for row in df[text_columns(template)].to_dict("records"))
     return len(df), list(texts)
 
 
@@ -154,8 +149,6 @@ def _warm_page_cache(folder: str) -> None:
 
 def matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
     """Best-of-`repeats` fp32 n x n matmul rate in TensorFlow, GFLOP/s."""
-    import tensorflow as tf
-
     a = tf.random.normal([n, n], dtype=tf.float32)
     b = tf.random.normal([n, n], dtype=tf.float32)
     tf.matmul(a, b).numpy()  # warm-up
@@ -183,14 +176,6 @@ def main() -> None:
                    help="run the plain loop before the Beam job (default: Beam first); swaps any order effect")
     p.add_argument("--json", help="also write the figures to this JSON file")
     a = p.parse_args()
-
-    import tensorflow as tf  # noqa: F401  (import cost outside every timed section)
-    import keras_hub  # noqa: F401
-    import apache_beam  # noqa: F401
-
-    from beam.embed_pipeline import run_embedding_job
-    from learn_tf.embeddings import text_embedder as encoder_mod
-    from learn_tf.pretrained.presets import resolve_preset
 
     rec = Recorder()
     rec.wrap(encoder_mod.TextEmbedder)
@@ -281,11 +266,7 @@ def main() -> None:
         beam_padded, loop_padded = res["beam"]["padded_tokens"], res["loop"]["padded_tokens"]
 
         # The job's raw (pre-centring) vectors should be the loop's vectors.
-        from learn_tf.embeddings import store
-
         cache = store.load_cache(out, store.read_manifest(out))
-        from learn_tf.embeddings.templates import resolve_template
-
         model_id = job.manifest["model_id"]
         tmpl = resolve_template(a.template)
         diffs = [np.max(np.abs(cache[store.text_hash(model_id, tmpl, t)] - v)) for t, v in zip(texts, vecs)]

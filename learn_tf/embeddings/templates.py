@@ -80,3 +80,20 @@ def render(template: str, item: Mapping[str, object]) -> tuple[str, tuple[str, .
             missing.append(name)
         values[name] = v
     return template.format(**values).strip(), tuple(dict.fromkeys(missing))
+
+
+def text_columns(template: str) -> list[str]:
+    """The item columns `item_text` reads: item_id, title (the fallback) and the template's fields."""
+    return ["item_id", "title", *[f for f in template_fields(template) if f != "title"]]
+
+
+def item_text(template: str, row: Mapping[str, object]) -> tuple[str, tuple[str, ...], bool]:
+    """The text embedded for one item: (text, empty fields, whether the title fallback was used).
+
+    When every template field is empty the title stands in (ingestion
+    guarantees one), else "Item <id>".
+    """
+    text, missing = render(template, row)
+    if not text.strip() or set(missing) == set(template_fields(template)):
+        return str(row.get("title") or f"Item {row['item_id']}"), missing, True
+    return text, missing, False

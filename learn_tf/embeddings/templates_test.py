@@ -2,7 +2,8 @@
 
 import pytest
 
-from learn_tf.embeddings.templates import TEMPLATES, TemplateError, render, resolve_template, template_fields
+from learn_tf.embeddings.templates import (
+    TEMPLATES, TemplateError, item_text, render, resolve_template, template_fields, text_columns)
 
 
 def test_named_templates_resolve_and_use_known_fields():
@@ -31,3 +32,13 @@ def test_render_counts_missing_fields():
 def test_bad_templates(bad, msg):
     with pytest.raises(TemplateError, match=msg):
         template_fields(bad)
+
+
+def test_item_text_falls_back_to_title_then_id():
+    tmpl = resolve_template("movielens")
+    assert item_text(tmpl, {"item_id": "1", "title": "Heat", "year": "1995", "genres": ""}) == (
+        "Title: Heat. Year: 1995. Genres: .", ("genres",), False)
+    assert item_text("Genres: {genres}", {"item_id": "1", "title": "Heat", "genres": ""}) == (
+        "Heat", ("genres",), True)
+    assert item_text("Genres: {genres}", {"item_id": "7", "title": "", "genres": None})[0] == "Item 7"
+    assert text_columns(tmpl) == ["item_id", "title", "year", "genres"]
