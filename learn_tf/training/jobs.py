@@ -243,31 +243,17 @@ def _with_earlier(cases: pd.DataFrame, interactions: pd.DataFrame) -> pd.DataFra
 def evaluate_job(cfg: Config, models_dir: Optional[str] = None, results_dir: Optional[str] = None,
                  split: str = "test") -> dict[str, Any]:
     """Scores every trained model plus Popularity and content-kNN; writes JSON, markdown and PNGs."""
-    from learn_tf.baselines import ContentKNNBaseline, PopularityBaseline
-    from learn_tf.evaluation.evaluator import evaluate_models
     from learn_tf.evaluation.report import format_table, write_report
+    from learn_tf.evaluation.trained import evaluate_trained
 
     data = load_training_data(cfg)
-    cat = data["catalogue"]
     models_dir = models_dir or run_dirs(cfg)["models"]
-    scorers: dict[str, Any] = {}
-    tower_max_lens: list[int] = []
-    if os.path.isdir(models_dir):
-        for name in sorted(os.listdir(models_dir)):
-            if os.path.exists(os.path.join(models_dir, name, TOWERS_FILE)):
-                towers, model_cat, meta = load_towers(os.path.join(models_dir, name))
-                if list(model_cat.item_ids) != list(cat.item_ids):
-                    raise ValueError(f"model {name} was trained on a different catalogue; retrain it")
-                check_embeddings(meta, data["content"], data["embedding_manifest"], name=f"model {name}")
-                scorers[name] = TowerScorer(towers, cat, int(meta["max_len"])).score
-                tower_max_lens.append(int(meta["max_len"]))
-    scorers["content_knn"] = ContentKNNBaseline(cat.item_ids, data["content"]).score
-    scorers["popularity"] = PopularityBaseline.from_interactions(cat.item_ids, data["splits"].train["item_id"]).score
-    cases = _with_earlier(data["splits"].cases(split), data["interactions"])
-    if tower_max_lens:  # fail before scoring, naming the case row and user
-        check_cases(cat, cases, max(tower_max_lens))
-    results = evaluate_models(scorers, cases, cat.item_ids)
-    results["split"] = split
+    names = sorted(n for n in os.listdir(models_dir)
+                   if os.path.exists(os.path.join(models_dir, n, TOWERS_FILE))) if os.path.isdir(models_dir) else []
+    trained = {n: load_towers(os.path.join(models_dir, n), embedding_manifest=data["embedding_manifest"])
+               for n in names}
+    results = evaluate_trained(trained, data["catalogue"], data["content"], data["splits"], data["interactions"],
+                               split, baselines=("content_knn", "popularity"))
     out = results_dir or run_dirs(cfg)["results"]
     write_report(results, out)
     print(format_table(results))

@@ -1,0 +1,65 @@
+"""One evaluator of trained towers: `learn evaluate` and the pipeline's Evaluator both score through it."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from learn_tf.baselines import ContentKNNBaseline, PopularityBaseline
+from learn_tf.data.splits import Splits
+from learn_tf.evaluation.cases import add_earlier_items
+from learn_tf.evaluation.evaluator import evaluate_models
+from learn_tf.models.catalogue import Catalogue, TowerScorer
+from learn_tf.training.trainer import check_cases
+
+BASELINES = ("content_knn", "popularity")
+
+
+def evaluate_trained(trained: Mapping[str, tuple[tf.keras.Model, Catalogue, dict[str, Any]]], catalogue: Catalogue,
+                     content: np.ndarray, splits: Splits, interactions: pd.DataFrame, split: str = "test",
+                     baselines: Sequence[str] = BASELINES) -> dict[str, Any]:
+    """Scores trained towers and training-free baselines over the whole catalogue on one split's cases.
+
+    Args:
+      trained: {model name: (towers, their catalogue, their towers.json)}, as
+        `learn_tf.training.jobs.load_towers` returns them (which also checks
+        the content embeddings against the towers).
+      catalogue: the evaluation catalogue (sorted item ids); every model must use the same order.
+      content: [N, D] content embeddings in catalogue order (the content-kNN baseline).
+      splits: the leave-one-out split (training interactions, evaluation cases).
+      interactions: the interactions the split was made from (every earlier item, for the masked protocol).
+      split: "test" or "validation".
+      baselines: any of "content_knn", "popularity", scored after the trained models in this order.
+
+    Returns:
+      `learn_tf.evaluation.evaluator.evaluate_models` results (models in the
+      order given, then the baselines) with "split" added.
+
+    Raises:
+      ValueError: a model was trained on another catalogue, an unknown baseline,
+        or a case history the towers cannot read (naming the row and user).
+    """
+    scorers: dict[str, Any] = {}
+    max_lens = []
+    for name, (towers, model_catalogue, meta) in trained.items():
+        if list(model_catalogue.item_ids) != list(catalogue.item_ids):
+            raise ValueError(f"model {name} was trained on a different catalogue; retrain it")
+        scorers[name] = TowerScorer(towers, catalogue, int(meta["max_len"])).score
+        max_lens.append(int(meta["max_len"]))
+    for baseline in baselines:
+        if baseline == "content_knn":
+            scorers[baseline] = ContentKNNBaseline(catalogue.item_ids, content).score
+        elif baseline == "popularity":
+            scorers[baseline] = PopularityBaseline.from_interactions(catalogue.item_ids,
+                                                                     splits.train["item_id"]).score
+        else:
+            raise ValueError(f"unknown baseline {baseline!r}; choose from {', '.join(BASELINES)}")
+    cases = add_earlier_items(splits.cases(split), interactions)
+    if max_lens:  # fail before scoring, naming the case row and user
+        check_cases(catalogue, cases, max(max_lens))
+    results = evaluate_models(scorers, cases, catalogue.item_ids)
+    results["split"] = split
+    return results
