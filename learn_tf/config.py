@@ -2,8 +2,11 @@
 
 Every section is a frozen dataclass. The loader rejects unknown keys, missing
 required keys and values of the wrong type with an error that names the key
-and the file. Only the CLI and the runners read configs; library code receives
-plain values as arguments.
+and the file. Only the app (`learn_app`) and the pipeline read whole configs;
+library code receives sections or plain values as arguments.
+
+Size (~430 lines): the whole schema, its loader and its cross-key checks stay in
+one file so that every key a user may write is found in one place.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 import yaml
+
+from learn_tf.embeddings.templates import TemplateError, resolve_template, template_fields
+from learn_tf.layout import RunLayout
 
 SOURCES = ("movielens100k", "amazon", "csv", "parquet", "synthetic")
 
@@ -242,21 +248,25 @@ class Config:
     # Default working directory for every step; `{name}` is substituted.
     output_dir: str = "runs/{name}"
 
+    def layout(self, output: Optional[str] = None) -> RunLayout:
+        """Every path of this run (`output` replaces output_dir, as `--output` does)."""
+        return RunLayout.from_config(self, output)
+
     def resolved_output_dir(self) -> str:
         """The output directory with `{name}` filled in."""
-        return self.output_dir.format(name=self.name)
+        return self.layout().root
 
     def resolved_model_base(self) -> str:
         """The TF Serving model base: `serving.model_base` or <output_dir>/serving."""
-        return self.serving.model_base or os.path.join(self.resolved_output_dir(), "serving")
+        return self.layout().model_base
 
     def resolved_pipeline_root(self) -> str:
         """The TFX pipeline root: `pipeline.pipeline_root` or <output_dir>/tfx."""
-        return self.pipeline.pipeline_root or os.path.join(self.resolved_output_dir(), "tfx")
+        return self.layout().pipeline_root
 
     def resolved_metadata_path(self) -> str:
         """The ML Metadata sqlite file: `pipeline.metadata_path` or <pipeline root>/metadata.db."""
-        return self.pipeline.metadata_path or os.path.join(self.resolved_pipeline_root(), "metadata.db")
+        return self.layout().metadata_path
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -410,8 +420,6 @@ def _check_semantics(cfg: Config, path: str) -> None:
     for key, v in positives.items():
         if v < 1:
             raise ConfigError(f"{path}: key '{key}' must be >= 1, got {v}")
-    from learn_tf.embeddings.templates import TemplateError, resolve_template, template_fields
-
     try:
         template_fields(resolve_template(e.template))
     except TemplateError as err:

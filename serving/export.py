@@ -34,10 +34,11 @@ from typing import Any, Optional, Sequence
 import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from learn_tf.config import ServingConfig
-from learn_tf.models.catalogue import Catalogue, item_matrix
+from learn_tf.models.catalogue import Catalogue, item_matrix, tuning_queries
 from learn_tf.training.jobs import load_towers
 from serving.index import build_index, build_tuned_scann, scann_available, tuning_vectors
 from serving.layout import (ALL_MODELS, ITEM_MODEL, RETRIEVAL_BF_MODEL, RETRIEVAL_MODEL, USER_MODEL, next_version,
@@ -109,7 +110,7 @@ def export_towers(towers: tf.keras.Model, catalogue: Catalogue, max_len: int, ba
                                      items_w)}
 
 
-def export_trained(model_dir: str, base: str, settings: ServingConfig, queries: Optional[np.ndarray],
+def export_trained(model_dir: str, base: str, settings: ServingConfig, train: Optional[pd.DataFrame],
                    version: Optional[int] = None, extra_items: Optional[tuple[Sequence[str], np.ndarray]] = None,
                    transform_output: Optional[str] = None) -> dict[str, Any]:
     """Loads trained towers (`save_towers` output), optionally extended by onboarded items, and exports every model.
@@ -118,9 +119,10 @@ def export_trained(model_dir: str, base: str, settings: ServingConfig, queries: 
       model_dir: the trained towers' directory (towers.json, catalogue.txt, weights).
       base: TF Serving model base directory.
       settings: index and limit settings.
-      queries: [Q, max_len] index histories in the saved catalogue's order to
-        tune ScaNN on (`learn_tf.models.catalogue.tuning_queries`); None or
-        empty: item vectors stand in (see `export_serving_models`).
+      train: the split's training interactions (user_id, item_id, position):
+        ScaNN is tuned on these users' histories (`tuning_queries`), the same
+        queries for `learn export`, `learn add-items` and the TFX Pusher;
+        None: item vectors stand in (see `export_serving_models`).
       version: version number (default: one above the highest existing in `base`).
       extra_items: (new item ids, [M, content_dim] content vectors) appended to
         the catalogue at indices N+1.. without retraining (LEARN towers only).
@@ -136,6 +138,7 @@ def export_trained(model_dir: str, base: str, settings: ServingConfig, queries: 
     """
     towers, catalogue, meta = load_towers(model_dir)
     max_len = int(meta["max_len"])
+    queries = tuning_queries(catalogue, train, max_len) if train is not None else None
     if extra_items is not None and len(extra_items[0]):
         ids, rows = extra_items
         if not hasattr(towers, "with_extra_items"):

@@ -126,7 +126,7 @@ def test_export_trained_tunes_on_training_histories_and_onboards_items(exported,
     assert tuning_queries(cat, train, MAX_LEN, limit=1).shape == (1, MAX_LEN)
     rows = np.random.default_rng(3).normal(size=(2, D)).astype(np.float32)
     base = str(tmp_path / "base")
-    paths = export_trained(model_dir, base, ServingConfig(max_k=20, warmup_requests=1), queries,
+    paths = export_trained(model_dir, base, ServingConfig(max_k=20, warmup_requests=1), train,
                            extra_items=(["new0", "new1"], rows))
     assert paths["version"] == 1 and os.path.exists(os.path.join(base, "models.config"))
     out = _sig(paths[ITEM_MODEL])(item_ids=tf.constant(["new1", "m00", "nope"]))

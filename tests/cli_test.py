@@ -2,27 +2,29 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from learn_tf.cli import main
+from learn_app.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.yaml")
 
 
 def test_help_lists_subcommands():
-    out = subprocess.run([sys.executable, "-m", "learn_tf.cli", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "learn_app.cli", "--help"], capture_output=True, text=True,
                          check=True).stdout
     for cmd in ("ingest", "split", "stats", "demo"):
         assert cmd in out
 
 
 def test_ingest_writes_tables_report_and_identical_splits(tmp_path, capsys):
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    assert main(["ingest", "--config", TINY, "--output", a]) == 0
+    ra, rb = str(tmp_path / "a"), str(tmp_path / "b")  # run roots; the data lives in <root>/data
+    a, b = os.path.join(ra, "data"), os.path.join(rb, "data")
+    assert main(["ingest", "--config", TINY, "--output", ra]) == 0
     printed = capsys.readouterr().out
     assert "Ingest report" in printed and "rows in" in printed and "cold_item" in printed
     for rel in ("items.parquet", "interactions.parquet", "ingest_report.json", "rejects.jsonl",
@@ -33,23 +35,35 @@ def test_ingest_writes_tables_report_and_identical_splits(tmp_path, capsys):
     with open(os.path.join(a, "ingest_report.json")) as f:
         report = json.load(f)
     assert report["tables"]["items"]["rows_in"] == 120
-    assert main(["ingest", "--config", TINY, "--output", b, "--no-tfrecords"]) == 0
+    assert main(["ingest", "--config", TINY, "--output", rb, "--no-tfrecords"]) == 0
     for rel in ("split/train.parquet", "split/eval_cases.parquet", "split/item_stats.parquet",
                 "split/split_manifest.json", "items.parquet", "interactions.parquet"):
         with open(os.path.join(a, rel), "rb") as fa, open(os.path.join(b, rel), "rb") as fb:
             assert fa.read() == fb.read(), rel
-    # Re-split alone into a third place: same bytes again.
-    c = str(tmp_path / "c")
-    assert main(["split", "--config", TINY, "--input", a, "--output", c]) == 0
-    with open(os.path.join(a, "split/eval_cases.parquet"), "rb") as fa, \
-            open(os.path.join(c, "eval_cases.parquet"), "rb") as fc:
-        assert fa.read() == fc.read()
+    # Re-split alone (over the same ingested data, after removing the split): same bytes again.
+    with open(os.path.join(a, "split/eval_cases.parquet"), "rb") as fa:
+        before = fa.read()
+    shutil.rmtree(os.path.join(b, "split"))
+    assert main(["split", "--config", TINY, "--output", rb]) == 0
+    with open(os.path.join(b, "split/eval_cases.parquet"), "rb") as fc:
+        assert before == fc.read()
 
 
-def test_demo_runs_the_whole_job(tmp_path, tiny_run_config, capsys):
-    assert main(["demo", "--config", tiny_run_config]) == 0
+def test_output_means_the_run_root_in_every_subcommand(tmp_path, tiny_run_config):
+    root = str(tmp_path / "elsewhere")
+    for cmd in (["ingest", "--no-tfrecords"], ["stats"], ["embed"]):
+        assert main([cmd[0], "--config", tiny_run_config, "--output", root, *cmd[1:]]) == 0, cmd
+    for rel in ("data/items.parquet", "data/split/train.parquet", "data/stats/stats.json", "embeddings"):
+        assert os.path.exists(os.path.join(root, rel)), rel
+    assert not os.path.exists(tmp_path / "run")  # nothing under the config's own output_dir
+
+
+def test_step_commands_run_the_whole_job(tmp_path, tiny_run_config, capsys):
+    # `learn demo` is the TFX pipeline (tfx_pipeline/e2e_test.py); the per-step commands call the same functions.
+    for cmd in (["ingest"], ["stats"], ["embed"], ["train"], ["evaluate"], ["export"]):
+        assert main([cmd[0], "--config", tiny_run_config, *cmd[1:]]) == 0, cmd
     out = capsys.readouterr().out
-    assert "[6/7] evaluate" in out and "[7/7] export" in out and "demo finished" in out
+    assert "[learn export] version 1" in out
     png = tmp_path / "run" / "data" / "stats" / "stats.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(tmp_path / "run" / "data" / "stats" / "stats.json") as f:
@@ -67,13 +81,13 @@ def test_config_error_exits_2_with_message(tmp_path, capsys):
 
 
 def test_stats_without_ingest_says_what_to_run(tmp_path, capsys):
-    assert main(["stats", "--config", TINY, "--input", str(tmp_path / "nothing")]) == 1
+    assert main(["stats", "--config", TINY, "--output", str(tmp_path / "nothing")]) == 1
     assert "run `learn ingest` first" in capsys.readouterr().err
 
 
 @pytest.mark.large
-def test_demo_on_movielens_prints_report(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "learn_tf.cli", "demo", "--no-train", "--config",
+def test_ingest_on_movielens_prints_report(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "learn_app.cli", "ingest", "--config",
                            os.path.join(ROOT, "configs", "movielens.yaml"), "--output", str(tmp_path)],
                           capture_output=True, text=True, check=True)
     assert "kept: 943 users, 1,682 items, 100,000 interactions" in proc.stdout

@@ -92,7 +92,7 @@ def test_savedmodel_towers_are_frozen_and_match_keras(doc_namespace):
 
 def test_saved_model_tower_config_and_errors(doc_namespace):
     from learn_tf.layers import SavedModelTower
-    from serving.export import ITEM_MODEL
+    from serving.layout import ITEM_MODEL
 
     path = doc_namespace["paths"][ITEM_MODEL]
     layer = SavedModelTower(path, output_key="known")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from learn_tf.cli import main
+from learn_app.cli import main
 from learn_tf.config import load_config
 
 
@@ -42,7 +42,7 @@ def _served_version(target, model):
 @pytest.mark.e2e
 def test_export_serve_query_and_onboard_cold_items(tmp_path, tiny_run_config, capsys):
     from learn_tf.models.catalogue import TowerScorer
-    from learn_tf.training.jobs import load_towers, run_dirs
+    from learn_tf.training.jobs import load_towers
     from serving.client import predict, retrieve
 
     cfg_path = tiny_run_config
@@ -50,13 +50,13 @@ def test_export_serve_query_and_onboard_cold_items(tmp_path, tiny_run_config, ca
         assert main([cmd[0], "--config", cfg_path, *cmd[1:]]) == 0, cmd
     cfg = load_config(cfg_path)
     base = cfg.resolved_model_base()
-    model_dir = os.path.join(run_dirs(cfg)["models"], "learn_a")
+    model_dir = cfg.layout().model("learn_a")
     weights_before = _digest(model_dir)
     towers, cat, meta = load_towers(model_dir)
     scorer = TowerScorer(towers, cat, int(meta["max_len"]))
 
     # `learn serve` itself, on a free port (0), as a separate process; it prints where it listens.
-    server = subprocess.Popen([sys.executable, "-m", "learn_tf.cli", "serve", "--config", cfg_path, "--port", "0"],
+    server = subprocess.Popen([sys.executable, "-m", "learn_app.cli", "serve", "--config", cfg_path, "--port", "0"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         target = None
@@ -87,7 +87,7 @@ def test_export_serve_query_and_onboard_cold_items(tmp_path, tiny_run_config, ca
         assert overlap >= 0.9, overlap
 
         # `learn query` accepts exact titles and prints ranked titles with scores.
-        items = __import__("pandas").read_parquet(os.path.join(run_dirs(cfg)["data"], "items.parquet"))
+        items = __import__("pandas").read_parquet(cfg.layout().items)
         titled = items.set_index("item_id").loc[histories[0]]
         capsys.readouterr()
         assert main(["query", "--config", cfg_path, "--server", target, "--k", "5",

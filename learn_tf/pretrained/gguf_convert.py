@@ -10,6 +10,9 @@ Two llama.cpp storage conventions are undone here:
 - llama: the rows of the Q and K projections are permuted (per head, the two
   rotary halves are interleaved); the Hugging Face layout keeps them as halves.
 - gemma3: every RMS-norm weight is stored plus one (Gemma applies `1 + w`).
+
+Size (~530 lines): one reader, tensor map and writer serve both architectures and
+both tokenizer formats; a file per architecture would repeat them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Tests for the GGUF -> Hugging Face folder conversion (tiny synthetic files + real SmolLM2)."""
+"""Tests for the GGUF -> Hugging Face folder conversion (tiny synthetic files + real SmolLM2).
+
+Size (~410 lines): the tiny GGUF writers for both architectures are shared by every test here.
+"""
 
 from __future__ import annotations
 

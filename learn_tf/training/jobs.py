@@ -12,7 +12,7 @@ import pandas as pd
 import tensorflow as tf
 
 from learn_tf.config import Config
-from learn_tf.models.catalogue import Catalogue, TowerScorer
+from learn_tf.models.catalogue import Catalogue, TowerScorer, user_histories
 from learn_tf.models.towers import ContentDimError, LearnTowers, SASRecTowers
 from learn_tf.training.sampler import SamplerSettings
 from learn_tf.training.trainer import TrainSettings, check_cases, train
@@ -22,20 +22,6 @@ MODEL_KINDS = ("learn", "learn_c", "sasrec")
 TOWERS_FILE = "towers.json"
 CATALOGUE_FILE = "catalogue.txt"
 WEIGHTS = "weights"
-
-
-def run_dirs(cfg: Config) -> dict[str, str]:
-    """The standard locations under the config's output directory."""
-    root = cfg.resolved_output_dir()
-    return {"data": os.path.join(root, "data"), "split": os.path.join(root, "data", "split"),
-            "embeddings": os.path.join(root, "embeddings"), "models": os.path.join(root, "models"),
-            "results": os.path.join(root, "results")}
-
-
-def user_histories(train: pd.DataFrame) -> list[tuple[str, list[str]]]:
-    """(user id, item ids oldest first) for every user of a split's training interactions, users sorted."""
-    ordered = train.sort_values(["user_id", "position"], kind="mergesort")
-    return [(u, g["item_id"].astype(str).tolist()) for u, g in ordered.groupby("user_id", sort=True)]
 
 
 def training_inputs(items: pd.DataFrame, train: pd.DataFrame, ids: np.ndarray, matrix: np.ndarray
@@ -51,8 +37,7 @@ def training_inputs(items: pd.DataFrame, train: pd.DataFrame, ids: np.ndarray, m
     return catalogue, content, sequences
 
 
-def load_training_data(cfg: Config, data_dir: Optional[str] = None, embeddings_dir: Optional[str] = None
-                       ) -> dict[str, Any]:
+def load_training_data(cfg: Config) -> dict[str, Any]:
     """Splits, interactions, the catalogue (all items) and its aligned content matrix.
 
     Raises:
@@ -63,11 +48,10 @@ def load_training_data(cfg: Config, data_dir: Optional[str] = None, embeddings_d
     from learn_tf.data.splits import read_splits
     from learn_tf.embeddings.store import load_embeddings
 
-    dirs = run_dirs(cfg)
-    data_dir = data_dir or dirs["data"]
-    items, interactions = read_ingested(data_dir)
-    splits = read_splits(os.path.join(data_dir, "split"))
-    ids, matrix, manifest = load_embeddings(embeddings_dir or dirs["embeddings"])
+    layout = cfg.layout()
+    items, interactions = read_ingested(layout.data)
+    splits = read_splits(layout.split)
+    ids, matrix, manifest = load_embeddings(layout.embeddings)
     catalogue, content, sequences = training_inputs(items, splits.train, ids, matrix)
     return {"items": items, "interactions": interactions, "splits": splits, "catalogue": catalogue,
             "content": content, "sequences": sequences, "embedding_manifest": manifest}
@@ -211,7 +195,7 @@ def load_towers(model_dir: str, content: Optional[np.ndarray] = None,
 def train_job(cfg: Config, kinds: Sequence[str], models_dir: Optional[str] = None, verbose: int = 2) -> dict[str, Any]:
     """Trains each model kind and saves it under `<models_dir>/<name>/`."""
     data = load_training_data(cfg)
-    models_dir = models_dir or run_dirs(cfg)["models"]
+    models_dir = models_dir or cfg.layout().models
     val = _with_earlier(data["splits"].cases("validation"), data["interactions"])
     summary = {}
     for kind in kinds:
@@ -247,14 +231,14 @@ def evaluate_job(cfg: Config, models_dir: Optional[str] = None, results_dir: Opt
     from learn_tf.evaluation.trained import evaluate_trained
 
     data = load_training_data(cfg)
-    models_dir = models_dir or run_dirs(cfg)["models"]
+    models_dir = models_dir or cfg.layout().models
     names = sorted(n for n in os.listdir(models_dir)
                    if os.path.exists(os.path.join(models_dir, n, TOWERS_FILE))) if os.path.isdir(models_dir) else []
     trained = {n: load_towers(os.path.join(models_dir, n), embedding_manifest=data["embedding_manifest"])
                for n in names}
     results = evaluate_trained(trained, data["catalogue"], data["content"], data["splits"], data["interactions"],
                                split, baselines=("content_knn", "popularity"))
-    out = results_dir or run_dirs(cfg)["results"]
+    out = results_dir or cfg.layout().results
     write_report(results, out)
     print(format_table(results))
     print(f"[learn evaluate] wrote {out}/results.json, results.md, recall_at_k.png, segments.png")

@@ -1,4 +1,4 @@
-"""The serving commands of the `learn` CLI: export, serve, query, add-items.
+"""`learn export | serve | query | add-items`: the serving commands.
 
 - `learn export`: trained towers -> the four SavedModels in TF Serving layout.
 - `learn serve`: the TF Serving-compatible gRPC server over the model base.
@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -18,11 +19,22 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from ml_metadata.errors import NotFoundError as MetadataNotFoundError
 
+from beam.embed_pipeline import run_embedding_job_from_config
 from learn_tf.config import Config
-
-ONBOARDED_DIR = "onboarded"
-ONBOARDED_ITEMS = "items.parquet"
+from learn_tf.data.ingest import read_ingested
+from learn_tf.data.schema import ITEM_TEXT_FIELDS, ITEMS_SCHEMA
+from learn_tf.data.splits import read_splits
+from learn_tf.embeddings.store import load_embeddings
+from learn_tf.layout import RunLayout
+from learn_tf.training.jobs import TOWERS_FILE, model_name
+from learn_tf.utils.io import atomic_path
+from serving.client import retrieve
+from serving.export import export_trained
+from serving.server import serve_main
+from tfx_pipeline.lineage import latest_pushed_towers
+from tfx_pipeline.pipeline import pipeline_name
 
 
 def serving_model_dir(cfg: Config, name: Optional[str] = None) -> str:
@@ -30,56 +42,26 @@ def serving_model_dir(cfg: Config, name: Optional[str] = None) -> str:
 
     With `name`: `<output_dir>/models/<name>`. Otherwise the most recently
     trained of `<output_dir>/models/<pipeline.model_kind's name>` (`learn
-    train`) and the towers of the last model the TFX pipeline pushed.
+    train`) and the towers of the last model the TFX pipeline pushed (found
+    through ML Metadata, when a pipeline run is recorded).
     """
-    from learn_tf.training.jobs import TOWERS_FILE, model_name, run_dirs
-
-    direct = os.path.join(run_dirs(cfg)["models"], name or model_name(cfg, cfg.pipeline.model_kind))
+    layout = cfg.layout()
+    direct = layout.model(name or model_name(cfg, cfg.pipeline.model_kind))
     if name:
         return direct
-    try:
-        from tfx_pipeline.lineage import latest_pushed_towers
-        from tfx_pipeline.pipeline import pipeline_name
-
-        pushed = latest_pushed_towers(cfg.resolved_metadata_path(), pipeline_name(cfg))
-    except Exception:  # no pipeline run recorded (or ML Metadata unavailable): use `learn train` output
-        pushed = None
+    pushed = None
+    if layout.metadata_path.startswith("mysql://") or os.path.exists(layout.metadata_path):
+        try:
+            pushed = latest_pushed_towers(layout.metadata_path, pipeline_name(cfg))
+        except MetadataNotFoundError:  # a store without this pipeline's types yet
+            pushed = None
     candidates = [d for d in (direct, pushed) if d and os.path.exists(os.path.join(d, TOWERS_FILE))]
     return max(candidates, key=lambda d: os.path.getmtime(os.path.join(d, TOWERS_FILE))) if candidates else direct
 
 
-def _query_histories(cfg: Config, catalogue: Any, max_len: int, limit: int = 2000) -> np.ndarray:
-    """[Q, max_len] training histories (last items) used to tune the ScaNN index on real queries."""
-    from learn_tf.data.splits import read_splits
-    from learn_tf.training.jobs import run_dirs, user_histories
-
-    split_dir = run_dirs(cfg)["split"]
-    if not os.path.isdir(split_dir):
-        return np.zeros((0, max_len), np.int32)
-    known = set(catalogue.item_ids)
-    hists = [[i for i in h if i in known] for _, h in user_histories(read_splits(split_dir).train)]
-    hists = [h for h in hists if h][:limit]
-    return catalogue.pad_histories(hists, max_len) if hists else np.zeros((0, max_len), np.int32)
-
-
-def export_trained(cfg: Config, model_dir: str, base: str, version: Optional[int] = None,
-                   extra_items: Optional[tuple[Sequence[str], np.ndarray]] = None) -> dict[str, Any]:
-    """Loads trained towers (optionally extended by onboarded items) and exports every serving model."""
-    from learn_tf.training.jobs import load_towers
-    from serving.export import export_serving_models
-
-    towers, catalogue, meta = load_towers(model_dir)
-    max_len = int(meta["max_len"])
-    queries = _query_histories(cfg, catalogue, max_len)
-    if extra_items is not None and len(extra_items[0]):
-        ids, rows = extra_items
-        if not hasattr(towers, "with_extra_items"):
-            raise ValueError(f"{model_dir} holds a {type(towers).__name__} model, which cannot score items it never "
-                             "saw in training; onboard items with a LEARN model (content-based item tower)")
-        towers = towers.with_extra_items(np.asarray(rows, np.float32))
-        catalogue = catalogue.extended(ids)
-    return export_serving_models(towers, catalogue, max_len, base, version=version, serving=cfg.serving,
-                                 query_histories=queries)
+def training_interactions(layout: RunLayout) -> Optional[pd.DataFrame]:
+    """The split's training interactions (their users' histories tune ScaNN), or None before `learn split`."""
+    return read_splits(layout.split).train if os.path.isdir(layout.split) else None
 
 
 def _print_export(paths: dict[str, Any], base: str) -> None:
@@ -94,19 +76,24 @@ def _print_export(paths: dict[str, Any], base: str) -> None:
     print(f"  {os.path.join(base, 'models.config')} (all models), models.stock.config (stock TF Serving)")
 
 
-def cmd_export(cfg: Config, args: Any) -> int:
+def export_model(cfg: Config, model_dir: str, version: Optional[int] = None,
+                 extra_items: Optional[tuple[Sequence[str], np.ndarray]] = None) -> dict[str, Any]:
+    """Exports trained towers (plus onboarded items) into the run's model base, ScaNN tuned on training histories."""
+    layout = cfg.layout()
+    return export_trained(model_dir, layout.model_base, cfg.serving, training_interactions(layout), version=version,
+                          extra_items=extra_items)
+
+
+def cmd_export(cfg: Config, args: argparse.Namespace) -> int:
     """`learn export`: the trained model -> `<model_base>/<model>/<version>/` SavedModels."""
-    base = args.output or cfg.resolved_model_base()
-    paths = export_trained(cfg, args.model_dir or serving_model_dir(cfg, args.model), base, version=args.version)
-    _print_export(paths, base)
+    paths = export_model(cfg, args.model_dir or serving_model_dir(cfg, args.model), version=args.version)
+    _print_export(paths, cfg.layout().model_base)
     return 0
 
 
-def cmd_serve(cfg: Config, args: Any) -> int:
+def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
     """`learn serve`: TF Serving's gRPC API over the model base, until SIGINT/SIGTERM."""
-    from serving.server import serve_main
-
-    base = args.model_base or cfg.resolved_model_base()
+    base = args.model_base or cfg.layout().model_base
     if not os.path.isdir(base):
         raise FileNotFoundError(f"model base {base} not found; run `learn export` first")
     config_file = os.path.join(base, "models.config")
@@ -118,13 +105,10 @@ def cmd_serve(cfg: Config, args: Any) -> int:
 
 def catalogue_items(cfg: Config) -> pd.DataFrame:
     """Ingested items plus every onboarded item (item_id, title, year, ...)."""
-    from learn_tf.data.ingest import read_ingested
-    from learn_tf.training.jobs import run_dirs
-
-    items, _ = read_ingested(run_dirs(cfg)["data"])
-    onboarded = os.path.join(cfg.resolved_output_dir(), ONBOARDED_DIR, ONBOARDED_ITEMS)
-    if os.path.exists(onboarded):
-        items = pd.concat([items, pd.read_parquet(onboarded)], ignore_index=True)
+    layout = cfg.layout()
+    items, _ = read_ingested(layout.data)
+    if os.path.exists(layout.onboarded_items):
+        items = pd.concat([items, pd.read_parquet(layout.onboarded_items)], ignore_index=True)
     return items
 
 
@@ -173,10 +157,8 @@ def resolve_history(text: Sequence[str], items: pd.DataFrame) -> list[str]:
     return out
 
 
-def cmd_query(cfg: Config, args: Any) -> int:
+def cmd_query(cfg: Config, args: argparse.Namespace) -> int:
     """`learn query`: ranked titles and scores for a history, from the server over gRPC."""
-    from serving.client import retrieve
-
     items = catalogue_items(cfg)
     history = resolve_history(args.history, items)
     target = args.server or f"{cfg.serving.host}:{cfg.serving.port}"
@@ -205,8 +187,6 @@ def read_new_items(path: str) -> pd.DataFrame:
       ValueError: naming the file and line of an unreadable, non-object,
         id-less or duplicate record, or an unknown field.
     """
-    from learn_tf.data.schema import ITEM_TEXT_FIELDS
-
     rows, seen = [], {}
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
@@ -242,7 +222,7 @@ def read_new_items(path: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["item_id", *ITEM_TEXT_FIELDS, "text_fallback"])
 
 
-def add_items(cfg: Config, path: str, model_dir: Optional[str] = None, base: Optional[str] = None) -> dict[str, Any]:
+def add_items(cfg: Config, path: str, model_dir: Optional[str] = None) -> dict[str, Any]:
     """Onboards new items without retraining and publishes a new serving version.
 
     Steps: validate the file; embed the whole catalogue incrementally (only the
@@ -254,12 +234,6 @@ def add_items(cfg: Config, path: str, model_dir: Optional[str] = None, base: Opt
     Raises:
       ValueError: bad records, or ids already in the catalogue.
     """
-    from beam.embed_pipeline import run_embedding_job_from_config
-    from learn_tf.data.schema import ITEMS_SCHEMA
-    from learn_tf.embeddings.store import load_embeddings
-    from learn_tf.training.jobs import run_dirs
-    from learn_tf.utils.io import atomic_path
-
     t0 = time.time()
     new = read_new_items(path)
     existing = catalogue_items(cfg)
@@ -267,11 +241,12 @@ def add_items(cfg: Config, path: str, model_dir: Optional[str] = None, base: Opt
     if clash:
         raise ValueError(f"{path}: {len(clash)} item id(s) already in the catalogue, e.g. {clash[0]!r}; "
                          "new items need new ids")
-    onboarded_path = os.path.join(cfg.resolved_output_dir(), ONBOARDED_DIR, ONBOARDED_ITEMS)
+    layout = cfg.layout()
+    onboarded_path = layout.onboarded_items
     previous = pd.read_parquet(onboarded_path) if os.path.exists(onboarded_path) else existing.iloc[:0]
     onboarded = pd.concat([previous, new], ignore_index=True)
     all_items = pd.concat([existing, new], ignore_index=True)
-    catalogue_path = os.path.join(cfg.resolved_output_dir(), ONBOARDED_DIR, "catalogue_items.parquet")
+    catalogue_path = layout.onboarded_catalogue
     os.makedirs(os.path.dirname(catalogue_path), exist_ok=True)
     with atomic_path(catalogue_path) as tmp:
         all_items.to_parquet(tmp, schema=ITEMS_SCHEMA, index=False)
@@ -284,8 +259,7 @@ def add_items(cfg: Config, path: str, model_dir: Optional[str] = None, base: Opt
     ids, matrix, _ = load_embeddings(embeddings_dir)
     pos = {str(i): k for k, i in enumerate(ids)}
     rows = matrix[[pos[i] for i in onboarded["item_id"].astype(str)]]
-    base = base or cfg.resolved_model_base()
-    paths = export_trained(cfg, model_dir, base, extra_items=(list(onboarded["item_id"].astype(str)), rows))
+    paths = export_model(cfg, model_dir, extra_items=(list(onboarded["item_id"].astype(str)), rows))
     with atomic_path(onboarded_path) as tmp:
         onboarded.to_parquet(tmp, schema=ITEMS_SCHEMA, index=False)
     print(f"[learn add-items] embedded {embed.counters.get('forward_passes', 0)} batch(es) with the frozen LLM; "
@@ -300,22 +274,21 @@ def embeddings_dir_of(cfg: Config, model_dir: str) -> str:
     pipeline's incremental cache `<pipeline_root>/embedding_cache`; `learn
     train` used `<output_dir>/embeddings`.
     """
-    from learn_tf.training.jobs import run_dirs
-
-    root = os.path.abspath(cfg.resolved_pipeline_root())
+    layout = cfg.layout()
+    root = os.path.abspath(layout.pipeline_root)
     if os.path.abspath(model_dir).startswith(root + os.sep):
-        return os.path.join(root, "embedding_cache")
-    return run_dirs(cfg)["embeddings"]
+        return layout.embedding_cache
+    return layout.embeddings
 
 
-def cmd_add_items(cfg: Config, args: Any) -> int:
+def cmd_add_items(cfg: Config, args: argparse.Namespace) -> int:
     """`learn add-items FILE.jsonl`: cold-start onboarding without retraining."""
-    res = add_items(cfg, args.items, model_dir=args.model_dir, base=args.output)
-    _print_export(res["paths"], args.output or cfg.resolved_model_base())
+    res = add_items(cfg, args.items, model_dir=args.model_dir)
+    _print_export(res["paths"], cfg.layout().model_base)
     return 0
 
 
-def register(add: Any) -> None:
+def register(add: Any) -> None:  # noqa: ANN401
     """Adds the serving subcommands; `add(name, fn, help, output=...)` is the CLI's subparser factory."""
     sp = add("export", cmd_export, "export the trained towers as TF Serving SavedModels (user, item, ScaNN + "
              "brute-force top-k), with models.config, batching and warmup files")
@@ -323,12 +296,11 @@ def register(add: Any) -> None:
     sp.add_argument("--model-dir", help="trained model directory (overrides --model)")
     sp.add_argument("--version", type=int, help="version number (default: next)")
     sp = add("serve", cmd_serve, "serve the model base over TF Serving's gRPC API (PredictionService, "
-             "ModelService)", output=False)
+             "ModelService)")
     sp.add_argument("--model-base", help="TF Serving model base (default: serving.model_base)")
     sp.add_argument("--host", help="bind address (default serving.host, 127.0.0.1)")
     sp.add_argument("--port", type=int, help="port (default serving.port; 0 picks a free one)")
-    sp = add("query", cmd_query, "top-k recommendations for a history of item ids or exact titles, over gRPC",
-             output=False)
+    sp = add("query", cmd_query, "top-k recommendations for a history of item ids or exact titles, over gRPC")
     sp.add_argument("--history", action="append", required=True,
                     help="comma-separated item ids or exact titles, oldest first (repeatable)")
     sp.add_argument("--k", type=int, default=10)
