@@ -17,9 +17,13 @@ env: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/learn pipeline run --config $(CONFIG)
 
-# The model comparison behind docs/results.md: LEARN (a), LEARN (c), SASRec, content-kNN, Popularity.
+# The per-step commands (the same functions the pipeline's components call): LEARN (a), LEARN (c) and
+# SASRec trained and evaluated with content-kNN and Popularity under <output_dir>/results.
 compare: $(STAMP)
-	$(VENV)/bin/learn demo --config $(CONFIG)
+	$(VENV)/bin/learn ingest --config $(CONFIG)
+	$(VENV)/bin/learn embed --config $(CONFIG)
+	$(VENV)/bin/learn train --config $(CONFIG)
+	$(VENV)/bin/learn evaluate --config $(CONFIG)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
