@@ -1,4 +1,4 @@
-"""Reading the pipeline's artifacts (tf.Example splits, item embeddings) back into pandas."""
+"""Reading and writing the pipeline's artifacts (tf.Example splits, item embeddings, towers, splits, text files)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
+from tfx.utils import path_utils
 
-import learn_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from learn_tf.data import schema
 
 ITEMS_SPLIT = "items"
@@ -17,21 +18,18 @@ ITEMS_FILE = "items.parquet"  # inside an ItemEmbeddings artifact: the catalogue
 EMBEDDINGS_SUBDIR = "embeddings"  # inside an ItemEmbeddings artifact: the published embedding files
 # Inside a Trainer Model artifact's serving model dir (TFX's `Format-Serving`):
 TOWERS_SUBDIR = "towers"  # the trained towers (`learn_tf.training.jobs.save_towers`)
-SERVING_SUBDIR = "serving"  # the exported SavedModels, `<name>/<version>/`
 
 
 def trained_towers_dir(model_uri: str) -> str:
     """Where the Trainer saved the towers inside a Model artifact."""
-    from tfx.utils import path_utils
-
     return os.path.join(path_utils.serving_model_dir(model_uri), TOWERS_SUBDIR)
 
 
-def exported_models_dir(model_uri: str) -> str:
-    """Where the Trainer exported the serving SavedModels inside a Model artifact."""
-    from tfx.utils import path_utils
-
-    return os.path.join(path_utils.serving_model_dir(model_uri), SERVING_SUBDIR)
+def write_text(path: str, text: str) -> None:
+    """Writes a text file into an artifact (local or object-store URI), creating its directory."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(text)
 
 
 def split_files(examples_uri: str, split: str) -> list[str]:
@@ -40,8 +38,6 @@ def split_files(examples_uri: str, split: str) -> list[str]:
     Raises:
       FileNotFoundError: the split directory is missing or empty.
     """
-    import tensorflow as tf
-
     pattern = os.path.join(examples_uri, f"Split-{split}", "*")
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
@@ -55,8 +51,6 @@ def read_examples(files: Sequence[str], columns: Optional[Sequence[str]] = None)
     Each feature becomes a column; a feature with one value per example holds
     scalars (bytes decoded as UTF-8), otherwise lists.
     """
-    import tensorflow as tf
-
     data: dict[str, list] = {}
     n = 0
     for raw in tf.data.TFRecordDataset(list(files), compression_type="GZIP").as_numpy_iterator():
@@ -104,7 +98,12 @@ def read_interactions(examples_uri: str, split: str = INTERACTIONS_SPLIT) -> pd.
     return interactions_frame(read_examples(split_files(examples_uri, split)))
 
 
+def unknown_items(interactions: pd.DataFrame, items: pd.DataFrame) -> pd.Series:
+    """[rows] True where an interaction's item is not in the catalogue (the data gate's unknown-item rule)."""
+    return ~interactions["item_id"].isin(set(items["item_id"].astype(str)))
+
+
 def known_interactions(interactions: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Drops interactions whose item is not in the catalogue; returns (kept rows, number dropped)."""
-    keep = interactions["item_id"].isin(set(items["item_id"].astype(str)))
-    return interactions[keep].reset_index(drop=True), int((~keep).sum())
+    unknown = unknown_items(interactions, items)
+    return interactions[~unknown].reset_index(drop=True), int(unknown.sum())

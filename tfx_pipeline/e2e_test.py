@@ -1,15 +1,24 @@
 """The whole pipeline under LocalDagRunner on tiny data: runs, caches, and stops on bad input."""
 
+import glob
+import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx.types import standard_artifacts
 
-import learn_tf  # noqa: F401
+from learn_app.pipeline_commands import ensure_ingested, lineage_command, run_pipeline_command
 from learn_tf.config import load_config
-from tfx_pipeline.commands import ensure_ingested, lineage_command, run_pipeline_command
-from tfx_pipeline.lineage import open_store, run_executions, run_ids
-from tfx_pipeline.pipeline import COMPONENT_IDS
+from learn_tf.data import schema
+from learn_tf.data.tfrecords import write_interactions_tfrecord
+from learn_tf.training.jobs import TOWERS_FILE
+from tfx_pipeline.components import ItemEmbeddingGen, ItemEmbeddingGenExecutor, ItemEmbeddings
+from tfx_pipeline.lineage import latest_pushed_towers, open_store, run_executions, run_ids
+from tfx_pipeline.pipeline import COMPONENT_IDS, create_pipeline
 
 
 def _states(cfg):
@@ -38,11 +47,6 @@ def test_pipeline_runs_end_to_end_then_hits_the_cache(tiny_config_factory, tiny_
     for name in ("learn_user", "learn_item", "learn_retrieval_bf"):
         assert os.path.exists(os.path.join(base, name, version, "saved_model.pb")), name
     # The Transform graph ships inside the serving models: raw interaction tf.Examples -> vocabulary indices.
-    import glob
-
-    import tensorflow as tf
-    import tensorflow_transform as tft
-
     raw_files = glob.glob(os.path.join(first["ExampleGen"].outputs["examples"][0].uri, "Split-interactions", "*"))
     raw = list(tf.data.TFRecordDataset(raw_files, compression_type="GZIP").take(8).as_numpy_iterator())
     served = tf.saved_model.load(os.path.join(base, "learn_user", version)).signatures["transform_features"]
@@ -54,6 +58,11 @@ def test_pipeline_runs_end_to_end_then_hits_the_cache(tiny_config_factory, tiny_
     assert os.path.exists(os.path.join(base, "models.config"))
     # The Trainer consumed the embeddings the ItemEmbeddingGen produced (lineage).
     assert first["Trainer"].inputs["item_embeddings"][0].id == emb.id
+    # One split per run: SplitGen's artifact is what the Trainer, the Evaluator and the Pusher read.
+    split = first["SplitGen"].outputs["split"][0]
+    assert split.type == "learn.Split" and split.properties["test_cases"] > 0
+    for node in ("Trainer", "Evaluator", "Pusher"):
+        assert first[node].inputs["split"][0].id == split.id, node
     out = capsys.readouterr().out
     assert "pushed version" in out
     # The run ends with the evaluation table (the model and the content-kNN baseline, both protocols).
@@ -69,12 +78,12 @@ def test_pipeline_runs_end_to_end_then_hits_the_cache(tiny_config_factory, tiny_
     assert lineage_command(cfg) == 0
     out = capsys.readouterr().out
     assert "Trainer" in out and "CACHED" in out and "item_embeddings" in out and "learn.ItemEmbeddings" in out
+    # The pushed towers carry the one saved-towers schema (`learn train`'s metadata).
+    with open(os.path.join(latest_pushed_towers(cfg.resolved_metadata_path(), "learn-tiny"), TOWERS_FILE)) as f:
+        meta = json.load(f)
+    assert meta["embedding"]["run_id"] == emb.properties["embedding_run_id"] and "embedding_run_id" not in meta
 
     # Even when TFX's cache is bypassed, ItemEmbeddingGen reuses the embedding job's incremental cache.
-    from tfx.types import standard_artifacts
-
-    from tfx_pipeline.components import ItemEmbeddingGen, ItemEmbeddingGenExecutor, ItemEmbeddings
-
     examples = standard_artifacts.Examples()
     examples.uri = first["ExampleGen"].outputs["examples"][0].uri
     again = ItemEmbeddings()
@@ -86,20 +95,13 @@ def test_pipeline_runs_end_to_end_then_hits_the_cache(tiny_config_factory, tiny_
 
 
 def _pipeline(cfg):
-    from tfx_pipeline.pipeline import create_pipeline
-
-    return create_pipeline(cfg, data_dir=os.path.join(cfg.resolved_output_dir(), "data"),
+    return create_pipeline(cfg, data_dir=cfg.layout().data,
                            pipeline_root=os.path.abspath(cfg.resolved_pipeline_root()))
 
 
 def _corrupt_interactions(cfg, data_dir, fraction=0.0, negative_timestamp=False):
     """Rewrites the ingested interactions TFRecord with unknown item ids and/or a negative timestamp."""
-    import pandas as pd
-
-    from learn_tf.data import schema
-    from learn_tf.data.tfrecords import write_interactions_tfrecord
-
-    ensure_ingested(cfg, data_dir)
+    ensure_ingested(cfg)
     inter = pd.read_parquet(os.path.join(data_dir, schema.INTERACTIONS_FILE))
     rng = np.random.default_rng(0)
     rows = rng.choice(len(inter), size=int(round(fraction * len(inter))), replace=False)
@@ -111,9 +113,9 @@ def _corrupt_interactions(cfg, data_dir, fraction=0.0, negative_timestamp=False)
 
 def test_unknown_items_stop_the_run_before_training(tiny_config_factory, capsys):
     cfg = load_config(tiny_config_factory(pipeline={"max_unknown_item_fraction": 0.02}))
-    data_dir = os.path.join(cfg.resolved_output_dir(), "data")
+    data_dir = cfg.layout().data
     _corrupt_interactions(cfg, data_dir, fraction=0.1)
-    assert run_pipeline_command(cfg, data_dir=data_dir) == 1
+    assert run_pipeline_command(cfg) == 1
     err = capsys.readouterr().err
     assert "Data validation FAILED" in err
     assert "reference items that are not in the catalogue" in err and "'ghost" in err
@@ -127,9 +129,9 @@ def test_unknown_items_stop_the_run_before_training(tiny_config_factory, capsys)
 
 def test_schema_anomaly_stops_the_run_with_a_readable_report(tiny_config_factory, capsys):
     cfg = load_config(tiny_config_factory(pipeline={"schema_path": "configs/interactions_schema.pbtxt"}))
-    data_dir = os.path.join(cfg.resolved_output_dir(), "data")
+    data_dir = cfg.layout().data
     _corrupt_interactions(cfg, data_dir, negative_timestamp=True)
-    assert run_pipeline_command(cfg, data_dir=data_dir) == 1
+    assert run_pipeline_command(cfg) == 1
     err = capsys.readouterr().err
     assert "schema anomalies (1)" in err and "feature 'timestamp'" in err and "Out-of-range" in err
     _, states = _states(cfg)

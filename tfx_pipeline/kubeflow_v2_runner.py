@@ -16,8 +16,10 @@ import os
 import sys
 from typing import Optional, Sequence
 
-import learn_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import tensorflow as tf
+
 from learn_tf.config import Config, load_config
+from tfx_pipeline.pipeline import create_pipeline, pipeline_name, resolve_schema_path
 
 DEFAULT_IMAGE = "gcr.io/{project}/learn-tf:latest"
 PIPELINE_FILE = "learn_pipeline.json"
@@ -66,10 +68,8 @@ def compile_vertex_pipeline(cfg: Config, output_dir: str, image: Optional[str] =
     Raises:
       ValueError: GCP settings are missing.
     """
-    from tfx_pipeline.pipeline import create_pipeline, pipeline_name, resolve_schema_path
-
     project, root = _require_gcp(cfg)
-    try:
+    try:  # local import: the Kubeflow V2 compiler needs the optional kfp-pipeline-spec package
         from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
     except ImportError as e:  # TFX's Kubeflow V2 compiler needs kfp-pipeline-spec (tfx[kfp] extra)
         raise RuntimeError(f"compiling for Vertex AI needs the kfp-pipeline-spec package "
@@ -91,6 +91,12 @@ def compile_vertex_pipeline(cfg: Config, output_dir: str, image: Optional[str] =
     return path
 
 
+def compiled_components(path: str) -> list[str]:
+    """The sorted component (task) names of a compiled Vertex AI pipeline JSON."""
+    with tf.io.gfile.GFile(path) as f:
+        return sorted(json.load(f)["pipelineSpec"]["root"]["dag"]["tasks"])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """`python -m tfx_pipeline.kubeflow_v2_runner`: compile (never submit) the Vertex pipeline JSON."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,9 +107,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = ap.parse_args(argv)
     path = compile_vertex_pipeline(load_config(args.config), args.output, args.image, args.data_root,
                                    os.path.dirname(os.path.abspath(args.config)))
-    with open(path, encoding="utf-8") as f:
-        tasks = json.load(f)["pipelineSpec"]["root"]["dag"]["tasks"]
-    print(f"wrote {path} ({len(tasks)} components: {', '.join(sorted(tasks))})")
+    tasks = compiled_components(path)
+    print(f"wrote {path} ({len(tasks)} components: {', '.join(tasks)})")
     return 0
 
 

@@ -6,8 +6,20 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from google.protobuf import json_format
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from learn_tf.training.jobs import TOWERS_FILE
+from tfx_pipeline import data_io
+from tfx_pipeline.components.blessing import BLESSED_KEY, PUSHED_KEY
+from tfx_pipeline.metadata import connection_config, readonly_sqlite_config
+
 RUN_CONTEXT = "pipeline_run"
 NODE_CONTEXT = "node"
+# Custom properties `format_lineage` shows for the Trainer's inputs.
+SHOWN_PROPERTIES = {"item_embeddings": ("count", "dim", "model_id", "checksum", "embedding_run_id"),
+                    "split": ("train_interactions", "validation_cases", "test_cases", "cold_items")}
 
 
 @dataclass
@@ -37,26 +49,16 @@ def open_store(metadata_path: str) -> Any:
     Raises:
       FileNotFoundError: the sqlite file does not exist (no pipeline has run yet).
     """
-    from ml_metadata import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-
     if metadata_path.startswith("mysql://"):
-        from tfx_pipeline.local_runner import connection_config
-
         return metadata_store.MetadataStore(connection_config(metadata_path))
     if not os.path.exists(metadata_path):
         raise FileNotFoundError(f"{metadata_path} not found; run `learn pipeline run` first")
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
+    return metadata_store.MetadataStore(readonly_sqlite_config(metadata_path))
 
 
 def _value(v: Any) -> Any:
     kind = v.WhichOneof("value")
     if kind == "struct_value":
-        from google.protobuf import json_format
-
         return json_format.MessageToDict(v.struct_value)
     return getattr(v, kind) if kind else None
 
@@ -93,8 +95,6 @@ def run_executions(store: Any, run_id: Optional[str] = None) -> list[NodeExecuti
     Raises:
       LookupError: there is no such run.
     """
-    from ml_metadata.proto import metadata_store_pb2
-
     runs = run_ids(store)
     if not runs:
         raise LookupError("ML Metadata records no pipeline run")
@@ -150,9 +150,9 @@ def format_lineage(executions: list[NodeExecution], run_id: str = "") -> str:
         model = trainer.outputs["model"][0]
         lines.append(f"Model #{model.id} ({model.uri})")
         lines.append("  trained by Trainer from:")
-        for key in ("examples", "transform_graph", "schema", "item_embeddings"):
+        for key in ("examples", "transform_graph", "schema", "item_embeddings", "split"):
             for a in trainer.inputs.get(key, []):
-                keys = ("count", "dim", "model_id", "checksum", "embedding_run_id") if key == "item_embeddings" else ()
+                keys = SHOWN_PROPERTIES.get(key, ())
                 lines.append(f"    {key:<16} {_short(a, keys)}  <- {producer_of(executions, a.id)}")
         emb = by_node.get("ItemEmbeddingGen")
         gen = by_node.get("ExampleGen")
@@ -165,12 +165,12 @@ def format_lineage(executions: list[NodeExecution], run_id: str = "") -> str:
     evaluator = by_node.get("Evaluator")
     if evaluator and evaluator.outputs.get("blessing"):
         b = evaluator.outputs["blessing"][0]
-        lines.append(f"  blessing #{b.id}: blessed={b.properties.get('blessed')} "
+        lines.append(f"  blessing #{b.id}: blessed={b.properties.get(BLESSED_KEY)} "
                      f"NDCG@10={b.properties.get('ndcg_at_10')} "
                      f"content-kNN NDCG@10={b.properties.get('content_knn_ndcg_at_10')}")
     if pusher and pusher.outputs.get("pushed_model"):
         p = pusher.outputs["pushed_model"][0]
-        if p.properties.get("pushed"):
+        if p.properties.get(PUSHED_KEY):
             lines.append(f"  pushed version {p.properties.get('pushed_version')} of "
                          f"{p.properties.get('pushed_models')} to {p.properties.get('pushed_destination')}")
         else:
@@ -180,10 +180,6 @@ def format_lineage(executions: list[NodeExecution], run_id: str = "") -> str:
 
 def latest_pushed_towers(metadata_path: str, pipeline_name: str) -> Optional[str]:
     """The trained towers (`<model>/Format-Serving/towers`) of the most recent run that pushed a model, if any."""
-    import os
-
-    from tfx_pipeline import data_io
-
     if not os.path.exists(metadata_path) and "://" not in metadata_path:
         return None
     store = open_store(metadata_path)
@@ -191,9 +187,9 @@ def latest_pushed_towers(metadata_path: str, pipeline_name: str) -> Optional[str
         executions = {e.node: e for e in run_executions(store, run_id)}
         pusher, trainer = executions.get("Pusher"), executions.get("Trainer")
         pushed = pusher and pusher.outputs.get("pushed_model") and pusher.outputs["pushed_model"][0]
-        if not pushed or not pushed.properties.get("pushed") or not trainer or not trainer.outputs.get("model"):
+        if not pushed or not pushed.properties.get(PUSHED_KEY) or not trainer or not trainer.outputs.get("model"):
             continue
         path = data_io.trained_towers_dir(trainer.outputs["model"][0].uri)
-        if os.path.exists(os.path.join(path, "towers.json")):
+        if os.path.exists(os.path.join(path, TOWERS_FILE)):
             return path
     return None

@@ -7,18 +7,21 @@ import sys
 
 import pytest
 
+from tfx_pipeline.pipeline import COMPONENT_IDS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.large
 @pytest.mark.e2e
 def test_pipeline_on_movielens_pushes_a_blessed_model_and_prints_the_table(tmp_path):
-    cmd = [sys.executable, "-m", "learn_tf.cli", "pipeline", "run", "--config",
+    cmd = [sys.executable, "-m", "learn_app.cli", "pipeline", "run", "--config",
            os.path.join(ROOT, "configs", "movielens.yaml"), "--output", str(tmp_path)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
-    for node in ("ExampleGen", "DataGate", "ItemEmbeddingGen", "Transform", "Trainer", "Evaluator", "Pusher"):
+    for node in ("ExampleGen", "DataGate", "SplitGen", "ItemEmbeddingGen", "Transform", "Trainer", "Evaluator",
+                 "Pusher"):
         assert re.search(rf"^\s+{node}\s+COMPLETE", text, re.M), node
     assert "count=1682, dim=576" in text  # every item embedded by the frozen LLM
     assert "blessed=1" in text
@@ -33,5 +36,5 @@ def test_pipeline_on_movielens_pushes_a_blessed_model_and_prints_the_table(tmp_p
     # A second run with unchanged inputs is served entirely from the cache.
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert len(re.findall(r"^\s+\w+\s+CACHED", again.stdout, re.M)) == 10
+    assert len(re.findall(r"^\s+\w+\s+CACHED", again.stdout, re.M)) == len(COMPONENT_IDS)  # 11 with SplitGen
     assert sorted(os.listdir(tmp_path / "serving" / "learn_user")) == ["1"]

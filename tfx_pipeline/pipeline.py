@@ -3,32 +3,41 @@
     ExampleGen (items + interactions TFRecords from `learn ingest`)
       -> StatisticsGen -> SchemaGen | ImportSchemaGen (curated) -> ExampleValidator
       -> DataGate (anomalies / unknown items stop the run here)
+      -> SplitGen (the run's one leave-one-out split)
       -> ItemEmbeddingGen (Beam frozen-LLM job, incremental cache)
     Transform (item-id vocabulary) --+
-    ItemEmbeddings ------------------+-> LearnTrainer (run_fn) -> RetrievalEvaluator (blessing)
-                                                               -> ServingPusher (TF Serving model base)
+    ItemEmbeddings, Split -----------+-> LearnTrainer (run_fn: towers) -> RetrievalEvaluator (blessing)
+                                                                      -> ServingPusher (export + push)
 
-The runners (`local_runner.py`, `kubeflow_v2_runner.py`) supply the metadata
-connection and Beam options; this module never runs anything.
+Each component receives only the config sections it reads (embedding ->
+ItemEmbeddingGen, split -> SplitGen, model + train -> Trainer, serving ->
+Pusher, a few pipeline values -> DataGate / Evaluator), so editing one section
+re-runs only the components that use it. The runners (`local_runner.py`,
+`kubeflow_v2_runner.py`) supply the metadata connection and Beam options;
+this module never runs anything.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import re
 from typing import Any, Optional, Sequence
 
-import learn_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from learn_tf.config import Config, config_to_dict
+from tfx import v1 as tfx
+
+from learn_tf.config import Config
 from learn_tf.data import schema as data_schema
+from learn_tf.training.jobs import model_name
 from tfx_pipeline import data_io
+from tfx_pipeline.components import (DataGate, ItemEmbeddingGen, LearnTrainer, RetrievalEvaluator, ServingPusher,
+                                     SplitGen)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_FN = "tfx_pipeline.trainer_module.run_fn"
 PREPROCESSING_FN = "tfx_pipeline.preprocessing.preprocessing_fn"
-COMPONENT_IDS = ("ExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "DataGate", "ItemEmbeddingGen",
-                 "Transform", "Trainer", "Evaluator", "Pusher")
+COMPONENT_IDS = ("ExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "DataGate", "SplitGen",
+                 "ItemEmbeddingGen", "Transform", "Trainer", "Evaluator", "Pusher")
 
 
 def pipeline_name(cfg: Config) -> str:
@@ -57,11 +66,6 @@ def resolve_schema_path(cfg: Config, config_dir: Optional[str] = None) -> Option
     raise FileNotFoundError(f"pipeline.schema_path {path!r} not found (tried {', '.join(candidates)})")
 
 
-def trainer_custom_config(cfg: Config) -> dict[str, Any]:
-    """The Trainer's custom_config: the config as plain data (hyperparameters: `model`, `train`) + model kind."""
-    return {"config": json.loads(json.dumps(config_to_dict(cfg))), "model_kind": cfg.pipeline.model_kind}
-
-
 def create_pipeline(
     cfg: Config,
     data_dir: str,
@@ -76,7 +80,7 @@ def create_pipeline(
     """Builds the LEARN pipeline (nothing runs).
 
     Args:
-      cfg: the job's config (embedding, model, train, split, serving, pipeline sections).
+      cfg: the job's config; each component gets only the sections it uses (see the module docstring).
       data_dir: the ingested data directory; ExampleGen reads `<data_dir>/tfrecords/`.
       pipeline_root: where artifacts go (default `cfg.resolved_pipeline_root()`).
       metadata_connection_config: ML Metadata connection (None for Kubeflow V2 / Vertex).
@@ -85,16 +89,15 @@ def create_pipeline(
       model_base: the TF Serving model base the Pusher writes to (default `cfg.resolved_model_base()`).
       schema_path: a curated schema (.pbtxt) imported with ImportSchemaGen instead of inferring one.
       embedding_cache_dir: the persistent incremental cache of the embedding job
-        (default `<pipeline_root>/embedding_cache`).
+        (default `<pipeline_root>/embedding_cache`, `RunLayout.embedding_cache`).
 
     Returns:
       A `tfx.dsl.Pipeline` whose node ids are `COMPONENT_IDS`.
     """
-    from tfx import v1 as tfx
-
-    from tfx_pipeline.components import DataGate, ItemEmbeddingGen, LearnTrainer, RetrievalEvaluator, ServingPusher
-
-    root = pipeline_root or cfg.resolved_pipeline_root()
+    layout = cfg.layout()
+    if pipeline_root:
+        layout = dataclasses.replace(layout, pipeline_root_override=pipeline_root)
+    root = layout.pipeline_root
     e, p = cfg.embedding, cfg.pipeline
     tfrecords = os.path.dirname(os.path.join(data_dir, data_schema.ITEMS_TFRECORD))
     input_config = tfx.proto.Input(splits=[
@@ -115,11 +118,13 @@ def create_pipeline(
         exclude_splits=[data_io.ITEMS_SPLIT]).with_id("ExampleValidator")
     data_gate = DataGate(examples=example_gen.outputs["examples"], anomalies=example_validator.outputs["anomalies"],
                          max_unknown_item_fraction=p.max_unknown_item_fraction).with_id("DataGate")
+    split_gen = SplitGen(examples=example_gen.outputs["examples"], data_report=data_gate.outputs["report"],
+                         split=cfg.split).with_id("SplitGen")
     embedding_gen = ItemEmbeddingGen(
         examples=example_gen.outputs["examples"], data_report=data_gate.outputs["report"], model=e.model,
         template=e.template, pooling=e.pooling, max_tokens=e.max_tokens, batch_size=e.batch_size,
         postprocess=e.postprocess, whiten_dim=e.whiten_dim, num_shards=e.num_shards,
-        cache_dir=embedding_cache_dir or os.path.join(root, "embedding_cache")).with_id("ItemEmbeddingGen")
+        cache_dir=embedding_cache_dir or layout.embedding_cache).with_id("ItemEmbeddingGen")
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
@@ -129,19 +134,20 @@ def create_pipeline(
     transform.add_upstream_node(data_gate)  # nothing past validation runs on data the gate rejects
     trainer = LearnTrainer(
         examples=transform.outputs["transformed_examples"], transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"], item_embeddings=embedding_gen.outputs["embeddings"], run_fn=RUN_FN,
-        custom_config=trainer_custom_config(cfg),
+        schema=schema_gen.outputs["schema"], item_embeddings=embedding_gen.outputs["embeddings"],
+        split=split_gen.outputs["split"], run_fn=RUN_FN, model=cfg.model, train=cfg.train, model_kind=p.model_kind,
         train_args=tfx.proto.TrainArgs(splits=[data_io.INTERACTIONS_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[data_io.INTERACTIONS_SPLIT])).with_id("Trainer")
     evaluator = RetrievalEvaluator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
-        item_embeddings=embedding_gen.outputs["embeddings"],
-        config_json=json.dumps(trainer_custom_config(cfg)["config"], sort_keys=True),
-        min_ndcg_at_10=p.min_ndcg_at_10, must_beat_content_knn=p.must_beat_content_knn).with_id("Evaluator")
+        item_embeddings=embedding_gen.outputs["embeddings"], split=split_gen.outputs["split"],
+        model_name=model_name(cfg, p.model_kind), min_ndcg_at_10=p.min_ndcg_at_10,
+        must_beat_content_knn=p.must_beat_content_knn).with_id("Evaluator")
     pusher = ServingPusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-                           model_base=model_base or cfg.resolved_model_base()).with_id("Pusher")
-    components = [example_gen, statistics_gen, schema_gen, example_validator, data_gate, embedding_gen, transform,
-                  trainer, evaluator, pusher]
+                           transform_graph=transform.outputs["transform_graph"], split=split_gen.outputs["split"],
+                           model_base=model_base or layout.model_base, serving=cfg.serving).with_id("Pusher")
+    components = [example_gen, statistics_gen, schema_gen, example_validator, data_gate, split_gen, embedding_gen,
+                  transform, trainer, evaluator, pusher]
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name(cfg), pipeline_root=root, components=components, enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,

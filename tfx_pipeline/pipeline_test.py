@@ -1,13 +1,19 @@
-"""Construction tests: the DAG, the Vertex AI (Kubeflow V2) JSON, the pusher's layout, module contracts."""
+"""Construction tests: the DAG, config sections per component, the Vertex AI (Kubeflow V2) JSON, the pusher."""
 
+import dataclasses
 import importlib.util
 import json
 import os
 
 import pytest
+from tfx.types import standard_artifacts
 
 import learn_tf  # noqa: F401
 from learn_tf.config import load_config
+import tfx_pipeline.trainer_module
+from tfx_pipeline.components import ServingPusherExecutor, Split, push_models, serving_pusher
+from tfx_pipeline.kubeflow_v2_runner import PIPELINE_FILE, compile_vertex_pipeline, dataflow_beam_args
+from tfx_pipeline.metadata import connection_config
 from tfx_pipeline.pipeline import COMPONENT_IDS, create_pipeline, pipeline_name, resolve_schema_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,15 +34,46 @@ def test_create_pipeline_wires_every_component(tiny_config_factory, tmp_path):
     assert "--direct_running_mode=in_memory" in p.beam_pipeline_args
     assert {"ExampleValidator", "ExampleGen"} <= _upstream(p, "DataGate")
     assert "DataGate" in _upstream(p, "ItemEmbeddingGen") and "DataGate" in _upstream(p, "Transform")
-    assert {"Transform", "ItemEmbeddingGen", "SchemaGen"} <= _upstream(p, "Trainer")
-    assert {"Trainer", "ExampleGen", "ItemEmbeddingGen"} <= _upstream(p, "Evaluator")
-    assert {"Trainer", "Evaluator"} == _upstream(p, "Pusher")
+    assert {"ExampleGen", "DataGate"} == _upstream(p, "SplitGen")
+    assert {"Transform", "ItemEmbeddingGen", "SchemaGen", "SplitGen"} <= _upstream(p, "Trainer")
+    assert {"Trainer", "ExampleGen", "ItemEmbeddingGen", "SplitGen"} <= _upstream(p, "Evaluator")
+    # The Pusher exports (Transform graph inside every model, ScaNN tuned on the split's histories), then pushes.
+    assert {"Trainer", "Evaluator", "Transform", "SplitGen"} == _upstream(p, "Pusher")
     trainer = next(c for c in p.components if c.id == "Trainer")
     custom = json.loads(trainer.exec_properties["custom_config"])
     assert custom["config"]["model"]["d_model"] == 16 and custom["model_kind"] == "learn"
     assert trainer.exec_properties["run_fn"] == "tfx_pipeline.trainer_module.run_fn"
     schema_gen = next(c for c in p.components if c.id == "SchemaGen")
     assert type(schema_gen).__name__ == "SchemaGen"
+
+
+def _exec_properties(cfg, tmp_path):
+    p = create_pipeline(cfg, data_dir=str(tmp_path / "data"), pipeline_root=str(tmp_path / "root"))
+    return {c.id: dict(c.exec_properties) for c in p.components}
+
+
+def test_each_component_gets_only_its_config_sections(tiny_config_factory, tmp_path):
+    """Editing serving.* leaves every execution property but the Pusher's unchanged, so TFX's cache holds."""
+    cfg = load_config(tiny_config_factory())
+    edited = dataclasses.replace(cfg, serving=dataclasses.replace(cfg.serving, port=9999, host="0.0.0.0",
+                                                                  max_k=7, num_threads=3))
+    before, after = _exec_properties(cfg, tmp_path), _exec_properties(edited, tmp_path)
+    for node in ("DataGate", "SplitGen", "ItemEmbeddingGen", "Transform", "Trainer", "Evaluator"):
+        assert before[node] == after[node], node
+    assert before["Pusher"] != after["Pusher"]
+    assert json.loads(after["Pusher"]["serving_config"])["max_k"] == 7
+    # The Trainer reads only the model and train sections; SplitGen only the split section.
+    custom = json.loads(before["Trainer"]["custom_config"])
+    assert set(custom) == {"config", "model_kind"} and set(custom["config"]) == {"model", "train"}
+    assert json.loads(before["SplitGen"]["split_config"]) == dataclasses.asdict(cfg.split)
+    assert set(before["Evaluator"]) == {"model_name", "min_ndcg_at_10", "must_beat_content_knn", "eval_split"}
+    assert before["Evaluator"]["model_name"] == "learn_a"
+    # A change to what a component does read reaches it.
+    retrain = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3))
+    assert _exec_properties(retrain, tmp_path)["Trainer"] != before["Trainer"]
+    resplit = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, seed=7))
+    changed = _exec_properties(resplit, tmp_path)
+    assert changed["SplitGen"] != before["SplitGen"] and changed["Trainer"] == before["Trainer"]
 
 
 def test_curated_schema_uses_import_schema_gen(tiny_config_factory, tmp_path):
@@ -53,8 +90,7 @@ def test_curated_schema_uses_import_schema_gen(tiny_config_factory, tmp_path):
 
 
 def test_trainer_module_exposes_only_run_fn():
-    import tfx_pipeline.trainer_module as m
-
+    m = tfx_pipeline.trainer_module
     public = [n for n in vars(m) if not n.startswith("_") and n != "annotations"]
     assert public == ["run_fn"]
     assert m.__all__ == ["run_fn"]
@@ -63,8 +99,6 @@ def test_trainer_module_exposes_only_run_fn():
 @pytest.mark.skipif(importlib.util.find_spec("kfp") is None,
                     reason="kfp-pipeline-spec (TFX's Kubeflow V2 compiler dependency) is not installed")
 def test_vertex_pipeline_json_has_components_and_dataflow_args(tiny_config_factory, tmp_path):
-    from tfx_pipeline.kubeflow_v2_runner import PIPELINE_FILE, compile_vertex_pipeline
-
     cfg = load_config(tiny_config_factory(pipeline={
         "gcp_project": "my-project", "gcp_region": "europe-west4", "gcs_root": "gs://my-bucket/learn",
         "dataflow_machine_type": "n1-highmem-4", "dataflow_max_workers": 5,
@@ -88,9 +122,9 @@ def test_vertex_pipeline_json_has_components_and_dataflow_args(tiny_config_facto
         assert want <= set(container["args"]), key
         assert container["image"] == "europe-docker.pkg.dev/p/r/learn:1"
     emb = next(v for k, v in executors.items() if "ItemEmbeddingGen" in k)["container"]["args"]
-    assert "tfx_pipeline.components.ItemEmbeddingGenExecutor" in emb
+    assert "tfx_pipeline.components.item_embedding_gen.ItemEmbeddingGenExecutor" in emb
     trainer = next(v for k, v in executors.items() if "Trainer" in k)["container"]["args"]
-    assert "tfx_pipeline.components.LearnTrainerExecutor" in trainer
+    assert "tfx_pipeline.components.trainer.LearnTrainerExecutor" in trainer
     # The data gate sits between validation and everything downstream.
     tasks = spec["root"]["dag"]["tasks"]
     assert "ExampleValidator" in tasks["DataGate"]["dependentTasks"]
@@ -101,8 +135,6 @@ def test_vertex_pipeline_json_has_components_and_dataflow_args(tiny_config_facto
 
 
 def test_vertex_compile_needs_gcp_settings(tiny_config_factory, tmp_path):
-    from tfx_pipeline.kubeflow_v2_runner import compile_vertex_pipeline, dataflow_beam_args
-
     cfg = load_config(tiny_config_factory())
     with pytest.raises(ValueError, match="pipeline.gcp_project and pipeline.gcs_root"):
         dataflow_beam_args(cfg)
@@ -119,8 +151,6 @@ def _fake_export(base, names, version=1):
 
 
 def test_push_models_versions_and_layout(tmp_path):
-    from tfx_pipeline.components import push_models
-
     export, base = str(tmp_path / "export"), str(tmp_path / "serving")
     names = ["learn_user", "learn_item", "learn_retrieval_bf"]
     _fake_export(export, names)
@@ -139,8 +169,6 @@ def test_push_models_versions_and_layout(tmp_path):
 
 
 def test_metadata_connection_sqlite_and_mysql(tmp_path):
-    from tfx_pipeline.local_runner import connection_config
-
     c = connection_config(str(tmp_path / "m" / "metadata.db"))
     assert c.sqlite.filename_uri.endswith("metadata.db") and (tmp_path / "m").is_dir()
     m = connection_config("mysql://learn:s%40cret@mlmd.internal:3307/learn_mlmd")
@@ -156,20 +184,25 @@ def _artifact(cls, uri):
     return a
 
 
-def test_pusher_skips_unblessed_models_and_pushes_blessed_ones(tmp_path):
-    from tfx.types import standard_artifacts
+def test_pusher_skips_unblessed_models_and_pushes_blessed_ones(tmp_path, monkeypatch):
+    exports = []
 
-    from tfx_pipeline.components import ServingPusherExecutor
+    def fake_export(towers_dir, split_uri, transform_output, settings, out_dir):  # the real one: e2e_test
+        exports.append((towers_dir, split_uri, transform_output, settings.max_k))
+        _fake_export(out_dir, ["learn_user", "learn_item"])
 
+    monkeypatch.setattr(serving_pusher, "export_models", fake_export)
     model = _artifact(standard_artifacts.Model, tmp_path / "model")
-    _fake_export(str(tmp_path / "model" / "Format-Serving" / "serving"), ["learn_user", "learn_item"])
-    base = str(tmp_path / "serving")
+    inputs = {"model": [model], "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")],
+              "split": [_artifact(Split, tmp_path / "split")]}
+    props = {"model_base": str(tmp_path / "serving"), "serving_config": json.dumps({"max_k": 5})}
+    base = props["model_base"]
     for blessed in (0, 1):
         blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / f"blessing{blessed}")
         blessing.set_int_custom_property("blessed", blessed)
         pushed = _artifact(standard_artifacts.PushedModel, tmp_path / f"pushed{blessed}")
-        ServingPusherExecutor().Do({"model": [model], "model_blessing": [blessing]}, {"pushed_model": [pushed]},
-                                   {"model_base": base})
+        ServingPusherExecutor().Do({**inputs, "model_blessing": [blessing]}, {"pushed_model": [pushed]}, props)
+        assert len(exports) == blessed  # only a blessed model is exported
         assert pushed.get_int_custom_property("pushed") == blessed
         if not blessed:
             assert not os.path.exists(base)

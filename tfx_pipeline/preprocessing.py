@@ -1,22 +1,21 @@
 """The Transform module: `preprocessing_fn` over interaction examples.
 
 It builds the item-id vocabulary (shipped in the transform graph, which the
-pipeline copies into the exported serving models) and maps every interaction
+Pusher ships inside the exported serving models) and maps every interaction
 to its vocabulary index; the canonical fields pass through unchanged so the
 Trainer can rebuild per-user sequences from the transformed examples.
 """
 
 from __future__ import annotations
 
-import learn_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import tensorflow as tf
+import tensorflow_transform as tft
 
 ITEM_VOCABULARY = "item_id"
 USER_VOCABULARY = "user_id"
 
 
 def _dense(x):  # SparseTensor [B, 1] or dense [B, 1] -> dense [B]
-    import tensorflow as tf
-
     if isinstance(x, tf.sparse.SparseTensor):
         default = "" if x.dtype == tf.string else tf.cast(0, x.dtype)
         x = tf.sparse.to_dense(x, default_value=default)
@@ -25,9 +24,6 @@ def _dense(x):  # SparseTensor [B, 1] or dense [B, 1] -> dense [B]
 
 def preprocessing_fn(inputs: dict) -> dict:
     """Item/user vocabularies and indices; user_id, item_id, timestamp, row and rating pass through."""
-    import tensorflow as tf
-    import tensorflow_transform as tft
-
     item_id = _dense(inputs["item_id"])
     user_id = _dense(inputs["user_id"])
     out = {

@@ -10,13 +10,14 @@ import sys
 import tempfile
 from typing import Optional, Sequence
 
-import learn_tf  # noqa: F401
+from learn_tf.config import load_config
+from tfx_pipeline.pipeline import ROOT, create_pipeline
 
 # Column (stage) and row of each node in the picture.
 LAYOUT = {
     "ExampleGen": (0, 2.0), "StatisticsGen": (1.3, 3.0), "SchemaGen": (2.6, 3.0), "ExampleValidator": (3.9, 3.0),
-    "DataGate": (5.2, 2.0), "ItemEmbeddingGen": (6.5, 3.0), "Transform": (6.5, 1.0), "Trainer": (7.8, 2.0),
-    "Evaluator": (9.1, 3.0), "Pusher": (10.4, 2.0),
+    "DataGate": (5.2, 2.0), "SplitGen": (6.5, 2.0), "ItemEmbeddingGen": (6.5, 3.0), "Transform": (6.5, 1.0),
+    "Trainer": (7.8, 2.0), "Evaluator": (9.1, 3.0), "Pusher": (10.4, 2.0),
 }
 NOTES = {
     "ExampleGen": "ImportExampleGen\nitems + interactions\nTFRecords",
@@ -25,18 +26,16 @@ NOTES = {
     "ExampleValidator": "anomalies",
     "DataGate": "stops the run:\nanomalies, unknown\nitems",
     "ItemEmbeddingGen": "Beam + frozen LLM\nincremental cache",
+    "SplitGen": "one leave-one-out\nsplit per run",
     "Transform": "item-id vocabulary",
-    "Trainer": "run_fn: LEARN towers\nSavedModels",
+    "Trainer": "run_fn: LEARN towers",
     "Evaluator": "Recall/NDCG/MRR\nsegments, blessing",
-    "Pusher": "blessed only\n<base>/<name>/<v>/",
+    "Pusher": "blessed only: export\n<base>/<name>/<v>/",
 }
 
 
 def dag_edges() -> list[tuple[str, str]]:
     """(upstream, downstream) node ids of the pipeline built for the tiny config."""
-    from learn_tf.config import load_config
-    from tfx_pipeline.pipeline import ROOT, create_pipeline
-
     cfg = load_config(os.path.join(ROOT, "configs", "tiny.yaml"))
     with tempfile.TemporaryDirectory() as d:
         p = create_pipeline(cfg, data_dir=d, pipeline_root=d)
@@ -45,6 +44,7 @@ def dag_edges() -> list[tuple[str, str]]:
 
 def render_dag(path: str, edges: Optional[Sequence[tuple[str, str]]] = None) -> str:
     """Writes the DAG picture to `path` (PNG); returns the path."""
+    # Local: the non-interactive Agg backend must be chosen before pyplot loads, and only when drawing.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,8 +54,8 @@ def render_dag(path: str, edges: Optional[Sequence[tuple[str, str]]] = None) -> 
     edges = list(edges if edges is not None else dag_edges())
     fig, ax = plt.subplots(figsize=(18, 6))
     w, h = 1.08, 0.62
-    colours = {"DataGate": "#f6c9c4", "ItemEmbeddingGen": "#cfe3f7", "Trainer": "#d7efd2", "Evaluator": "#fbe5b6",
-               "Pusher": "#e2d6f3"}
+    colours = {"DataGate": "#f6c9c4", "SplitGen": "#f3ead0", "ItemEmbeddingGen": "#cfe3f7", "Trainer": "#d7efd2",
+               "Evaluator": "#fbe5b6", "Pusher": "#e2d6f3"}
     for name, (x, y) in LAYOUT.items():
         ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02",
                                     fc=colours.get(name, "#eeeeee"), ec="#333333", lw=1.2))

@@ -1,72 +1,57 @@
-"""The Trainer module: `run_fn` builds, trains and exports LEARN with learn_tf.
+"""The Trainer module: `run_fn` builds and trains LEARN with learn_tf and saves the trained towers.
 
-`custom_config` carries the whole config (`config`, as plain data; its
-`model` and `train` sections are the hyperparameters), the model kind and,
-injected by LearnTrainer's executor, `item_embeddings_uri`. Outputs:
-`<serving_model_dir>/towers/` (weights, towers.json, catalogue.txt, for the
-evaluator) and `<serving_model_dir>/serving/<name>/1/` (SavedModels with
-explicit signatures in TF Serving layout; the transform graph ships inside
-each as the `transform_features` signature); training curves in `model_run_dir`.
+`custom_config` carries the `model` and `train` config sections and the model
+kind (see `tfx_pipeline.components.trainer`); LearnTrainer's executor adds
+`item_embeddings_uri` and `split_uri`. Output: `<serving_model_dir>/towers/`,
+saved with `learn_tf.training.jobs.save_towers` and the metadata `learn train`
+writes, for the Evaluator and the Pusher (which exports the serving models);
+training curves and `train_summary.json` in `model_run_dir`.
+
+Only `run_fn` is public (TFX loads it by path); imports carry a leading underscore.
 """
 
 from __future__ import annotations
 
-import learn_tf as _learn_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import json as _json
+import os as _os
+from dataclasses import asdict as _asdict
+
+import tensorflow as _tf
+import tensorflow_transform as _tft
+
+from learn_tf.training import jobs as _jobs
+from learn_tf.training import trainer as _trainer
+from tfx_pipeline import data_io as _data_io
+from tfx_pipeline import training_data as _training_data
+from tfx_pipeline.components.trainer import read_custom_config as _read_custom_config
 
 __all__ = ["run_fn"]
 
 
-def _export(towers: "tf.keras.Model", catalogue: "Catalogue", max_len: int, base: str, serving: "ServingConfig",
-            transform_output: str, version: int = 1) -> dict:
-    from serving.export import export_serving_models
-
-    return export_serving_models(towers, catalogue, max_len, base, version=version, serving=serving,
-                                 transform_output=transform_output)
-
-
 def run_fn(fn_args: "tfx.components.FnArgs") -> None:
-    """TFX Trainer entry point: trains the configured model kind and writes the serving exports."""
-    import json
-    import os
-    import time
-
-    import tensorflow as tf
-    import tensorflow_transform as tft
-
-    from learn_tf.config import config_from_dict
-    from learn_tf.training.jobs import build_towers, model_name, save_towers, train_settings
-    from learn_tf.training.trainer import train
-    from tfx_pipeline import data_io
-    from tfx_pipeline.training_data import load_pipeline_data
-
+    """TFX Trainer entry point: trains the configured model kind and saves the towers."""
     cc = dict(fn_args.custom_config or {})
-    cfg = config_from_dict(cc["config"], "<Trainer custom_config>")
-    kind = cc.get("model_kind") or cfg.pipeline.model_kind
-    files = sorted(f for pattern in fn_args.train_files for f in tf.io.gfile.glob(pattern))
-    interactions = data_io.interactions_frame(data_io.read_examples(files))
-    data = load_pipeline_data(cfg, interactions, cc["item_embeddings_uri"])
+    sections = _read_custom_config(cc)
+    kind = sections.model_kind
+    files = sorted(f for pattern in fn_args.train_files for f in _tf.io.gfile.glob(pattern))
+    interactions = _data_io.interactions_frame(_data_io.read_examples(files))
+    data = _training_data.load_pipeline_data(interactions, cc["item_embeddings_uri"], cc["split_uri"])
     catalogue = data["catalogue"]
-    vocab = tft.TFTransformOutput(fn_args.transform_output).vocabulary_by_name("item_id")
+    vocab = _tft.TFTransformOutput(fn_args.transform_output).vocabulary_by_name("item_id")
     outside = {v.decode() if isinstance(v, bytes) else v for v in vocab} - set(catalogue.item_ids)
-    name = model_name(cfg, kind)
+    name = _jobs.model_name(sections, kind)
     print(f"[learn pipeline] train {name}: {len(data['sequences']):,} sequences, {len(catalogue):,} items, "
           f"vocabulary {len(vocab):,} ({len(outside)} ids outside the catalogue, "
           f"{data['unknown_dropped']:,} interactions dropped)")
-    towers = build_towers(cfg, kind, catalogue, data["content"])
-    result = train(towers, catalogue, data["sequences"], data["cases"]("validation"), train_settings(cfg, verbose=0),
-                   output_dir=fn_args.model_run_dir)
-    save_towers(towers, catalogue, os.path.join(fn_args.serving_model_dir, data_io.TOWERS_SUBDIR),
-                {"kind": kind, "name": name, "max_len": cfg.train.max_len, "best_epoch": result.best_epoch,
-                 "best_val_ndcg@10": result.best_metric, "model_config": cc["config"]["model"],
-                 "embedding_run_id": data["embedding_manifest"]["run_id"]})
-    t_export = time.time()
-    # The transform graph ships inside every serving model (signature `transform_features`).
-    paths = _export(towers, catalogue, cfg.train.max_len,
-                    os.path.join(fn_args.serving_model_dir, data_io.SERVING_SUBDIR),
-                    cfg.serving, fn_args.transform_output)
-    export_seconds = time.time() - t_export
-    with open(os.path.join(fn_args.model_run_dir, "train_summary.json"), "w", encoding="utf-8") as f:
-        json.dump({"name": name, "best_epoch": result.best_epoch, "best_val_ndcg@10": result.best_metric,
-                   "seconds": round(result.seconds, 1), "export_seconds": round(export_seconds, 1)}, f, indent=2)
+    towers = _jobs.build_towers(sections, kind, catalogue, data["content"])
+    result = _trainer.train(towers, catalogue, data["sequences"], data["cases"]("validation"),
+                            _jobs.train_settings(sections, verbose=0), output_dir=fn_args.model_run_dir)
+    _jobs.save_towers(towers, catalogue, _os.path.join(fn_args.serving_model_dir, _data_io.TOWERS_SUBDIR),
+                      {"kind": kind, "max_len": sections.train.max_len, "best_epoch": result.best_epoch,
+                       "best_val_ndcg@10": result.best_metric, "model_config": _asdict(sections.model),
+                       "embedding": _jobs.embedding_info(data["embedding_manifest"])})
+    with open(_os.path.join(fn_args.model_run_dir, "train_summary.json"), "w", encoding="utf-8") as f:
+        _json.dump({"name": name, "best_epoch": result.best_epoch, "best_val_ndcg@10": result.best_metric,
+                    "seconds": round(result.seconds, 1)}, f, indent=2)
     print(f"[learn pipeline] {name}: best validation NDCG@10 {result.best_metric:.4f} at epoch {result.best_epoch} "
-          f"(training {result.seconds:.0f} s, export {export_seconds:.0f} s)")
+          f"(training {result.seconds:.0f} s)")

@@ -1,4 +1,4 @@
-"""Training and evaluation data of the pipeline, rebuilt from its artifacts with learn_tf's own functions."""
+"""Training and evaluation data of the pipeline, read back from its artifacts with learn_tf's own functions."""
 
 from __future__ import annotations
 
@@ -7,31 +7,29 @@ from typing import Any
 
 import pandas as pd
 
-import learn_tf  # noqa: F401
-from learn_tf.config import Config
+from learn_tf.data.splits import read_splits
+from learn_tf.embeddings.store import load_embeddings
+from learn_tf.evaluation.cases import add_earlier_items
+from learn_tf.training.jobs import training_inputs
 from tfx_pipeline import data_io
 
 
-def load_pipeline_data(cfg: Config, interactions: pd.DataFrame, embeddings_uri: str) -> dict[str, Any]:
-    """Catalogue, aligned content matrix, leave-one-out splits, training sequences and case getter.
+def load_pipeline_data(interactions: pd.DataFrame, embeddings_uri: str, split_uri: str) -> dict[str, Any]:
+    """Catalogue, aligned content matrix, the run's split, training sequences and a case getter.
 
     Args:
-      cfg: the pipeline's config (split section used).
-      interactions: canonical interactions (from raw or transformed examples).
+      interactions: canonical interactions (from raw or transformed examples); those with
+        unknown items are dropped, as SplitGen dropped them before splitting.
       embeddings_uri: an ItemEmbeddings artifact (items.parquet + embeddings/).
+      split_uri: the run's Split artifact (SplitGen).
 
     Returns:
       {"items", "interactions", "unknown_dropped", "splits", "catalogue", "content", "sequences",
       "embedding_manifest", "cases": split name -> cases with earlier items}.
     """
-    from learn_tf.data.splits import make_splits
-    from learn_tf.embeddings.store import load_embeddings
-    from learn_tf.evaluation.cases import add_earlier_items
-    from learn_tf.training.jobs import training_inputs
-
     items = pd.read_parquet(os.path.join(embeddings_uri, data_io.ITEMS_FILE))
     interactions, dropped = data_io.known_interactions(interactions, items)
-    splits = make_splits(items, interactions, cfg.split)
+    splits = read_splits(split_uri)
     ids, matrix, manifest = load_embeddings(os.path.join(embeddings_uri, data_io.EMBEDDINGS_SUBDIR))
     catalogue, content, sequences = training_inputs(items, splits.train, ids, matrix)
 

@@ -1,0 +1,89 @@
+"""LearnTrainer: TFX's Trainer (generic executor, `run_fn`) that also consumes ItemEmbeddings and the Split.
+
+Its `custom_config` carries only what training reads: the `model` and
+`train` config sections (as plain data under "config") and the model kind.
+The executor adds the URIs of the embeddings and the split to the FnArgs,
+which are not execution properties and so never affect the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tfx import types
+from tfx.components.trainer import executor as trainer_executor
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.artifact import Artifact
+from tfx.types.component_spec import ChannelParameter, ComponentSpec
+from tfx.utils import json_utils
+
+from learn_tf.config import ModelConfig, TrainConfig
+from tfx_pipeline import sections
+from tfx_pipeline.components.artifacts import ItemEmbeddings, Split
+
+
+@dataclass(frozen=True)
+class TrainerSections:
+    """The config sections the Trainer receives; `learn_tf.training.jobs`' builders read only these of a Config."""
+
+    model: ModelConfig
+    train: TrainConfig
+    model_kind: str
+
+
+def trainer_custom_config(model: ModelConfig, train: TrainConfig, model_kind: str) -> dict[str, Any]:
+    """The Trainer's custom_config: {"config": {"model", "train"} as plain data, "model_kind"}."""
+    return {"config": {"model": sections.section_dict(model), "train": sections.section_dict(train)},
+            "model_kind": model_kind}
+
+
+def read_custom_config(custom_config: dict[str, Any]) -> TrainerSections:
+    """The sections `trainer_custom_config` packed (what `run_fn` trains with)."""
+    c = custom_config["config"]
+    return TrainerSections(model=sections.section_from_dict(ModelConfig, c["model"]),
+                           train=sections.section_from_dict(TrainConfig, c["train"]),
+                           model_kind=custom_config["model_kind"])
+
+
+class LearnTrainerSpec(ComponentSpec):
+    """TFX's TrainerSpec plus the item embeddings and split inputs."""
+
+    PARAMETERS = dict(standard_component_specs.TrainerSpec.PARAMETERS)
+    INPUTS = {**standard_component_specs.TrainerSpec.INPUTS,
+              "item_embeddings": ChannelParameter(type=ItemEmbeddings),
+              "split": ChannelParameter(type=Split)}
+    OUTPUTS = dict(standard_component_specs.TrainerSpec.OUTPUTS)
+    TYPE_ANNOTATION = standard_component_specs.TrainerSpec.TYPE_ANNOTATION
+
+
+class LearnTrainerExecutor(trainer_executor.GenericExecutor):
+    """TFX's generic Trainer executor; custom_config gains `item_embeddings_uri` and `split_uri`."""
+
+    def _GetFnArgs(self, input_dict: dict[str, list[Artifact]], output_dict: dict[str, list[Artifact]],
+                   exec_properties: dict[str, Any]) -> Any:
+        """FnArgs of the generic Trainer, with the embeddings' and the split's URIs in custom_config."""
+        fn_args = super()._GetFnArgs(input_dict, output_dict, exec_properties)
+        fn_args.custom_config = dict(fn_args.custom_config or {})
+        fn_args.custom_config["item_embeddings_uri"] = artifact_utils.get_single_uri(input_dict["item_embeddings"])
+        fn_args.custom_config["split_uri"] = artifact_utils.get_single_uri(input_dict["split"])
+        return fn_args
+
+
+class LearnTrainer(base_component.BaseComponent):
+    """A TFX Trainer (run_fn, train/eval args) over the model and train sections, plus ItemEmbeddings and Split."""
+
+    SPEC_CLASS = LearnTrainerSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(LearnTrainerExecutor)
+
+    def __init__(self, examples: types.BaseChannel, transform_graph: types.BaseChannel, schema: types.BaseChannel,
+                 item_embeddings: types.BaseChannel, split: types.BaseChannel, run_fn: str, model: ModelConfig,
+                 train: TrainConfig, model_kind: str, train_args: Any, eval_args: Any) -> None:
+        """Args as TFX's Trainer (`run_fn` a module path), plus `item_embeddings`, `split` and the two sections."""
+        super().__init__(spec=LearnTrainerSpec(
+            examples=examples, transform_graph=transform_graph, schema=schema, item_embeddings=item_embeddings,
+            split=split, train_args=train_args, eval_args=eval_args, run_fn=run_fn,
+            custom_config=json_utils.dumps(trainer_custom_config(model, train, model_kind)),
+            model=types.Channel(type=standard_artifacts.Model),
+            model_run=types.Channel(type=standard_artifacts.ModelRun)))
