@@ -145,6 +145,12 @@ class ModelManager:
         self._poller: Optional[threading.Thread] = None
         self._stop_event = threading.Event()
         self._poll_lock = threading.Lock()
+        self._polls = 0
+
+    @property
+    def polls(self) -> int:
+        """Number of completed passes over the model base (tests wait on it instead of sleeping)."""
+        return self._polls
 
     @property
     def model_names(self) -> list[str]:
@@ -187,6 +193,7 @@ class ModelManager:
                 if self._stop_event.is_set():
                     return
                 self._poll_model(model)
+            self._polls += 1
 
     def _discover_models(self) -> None:
         try:

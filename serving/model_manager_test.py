@@ -97,7 +97,8 @@ def test_new_versions_are_picked_up_and_broken_ones_never_served(base: str, tmp_
         # A good version with a good warmup request replaces 2 even though broken versions sit below it.
         export_toy(model_dir, 7, warmup=[request()])
         wait_for(lambda: st.served_version() == 7, what="version 7 to be served")
-        time.sleep(0.3)  # a few more polls: the failed versions are not retried while unchanged
+        polls = s.models.polls
+        wait_for(lambda: s.models.polls >= polls + 3, what="three more polls")  # broken ones not retried
         assert st.status()[7].state == AVAILABLE and st.status()[6].state == END
 
         # Deleting the served version falls back to the highest version that loads (2; 6, 4 and 3 are broken).
@@ -115,7 +116,8 @@ def test_10k_requests_with_a_version_swap(base: str, tmp_path: Any) -> None:
     staged = export_toy(model_dir, 2, publish=False)  # published by rename mid-run
     s = ModelServer(str(tmp_path), port=0, poll_seconds=0.1, num_threads=16)
     s.start()
-    total, concurrency, swap_at = 10_000, 32, 2_000
+    total, concurrency, swap_at, hold_from = 10_000, 32, 2_000, 3_000
+    swapped = threading.Event()  # requests from hold_from on wait until version 2 is served: both are seen
     lock = threading.Lock()
     counter = iter(range(total))
     results: list[tuple[float, float, int]] = []  # (start, end, served version)
@@ -124,6 +126,10 @@ def test_10k_requests_with_a_version_swap(base: str, tmp_path: Any) -> None:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     x = np.array([[1, 2, 3]], np.float32)
     req = request(x=x)
+    status_stubs = Stubs(s.port)
+
+    def st_status(version: int) -> Any:
+        return getattr(status_stubs.status().get(version), "state", None)
 
     def worker() -> None:
         while True:
@@ -133,6 +139,13 @@ def test_10k_requests_with_a_version_swap(base: str, tmp_path: Any) -> None:
                 return
             if i == swap_at:
                 os.rename(staged, os.path.join(model_dir, "2"))
+                threading.Thread(target=lambda: (wait_for(lambda: st_status(2) == AVAILABLE,
+                                                          what="version 2 AVAILABLE"), swapped.set()),
+                                 daemon=True).start()
+            if i >= hold_from and not swapped.wait(timeout=300):
+                with lock:
+                    failures.append("version 2 was not served within 300 s")
+                continue
             t0 = time.monotonic()
             try:
                 r = stub.Predict(req, timeout=30)
@@ -154,6 +167,7 @@ def test_10k_requests_with_a_version_swap(base: str, tmp_path: Any) -> None:
         t.join()
     elapsed = time.monotonic() - start
     channel.close()
+    status_stubs.channel.close()
     s.stop(grace=1.0)
 
     assert not failures, failures[:5]

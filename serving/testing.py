@@ -86,7 +86,8 @@ def request(model: str = MODEL, x: Any = _DEFAULT, k: Any = _DEFAULT, signature:
     return r
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+def wait_for(cond: Callable[[], bool], timeout: float = 180.0, what: str = "condition") -> None:
+    """Polls `cond` until it holds; raises AssertionError naming `what` after `timeout` s (generous: busy CI)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
