@@ -24,6 +24,9 @@ INSTALL_REQUIRES = [
     "sentencepiece",
     "tokenizers",
     "grpcio>=1.60",
+    # TF Serving's REST API (`learn serve`) and its client (`learn query --rest`).
+    "tornado>=6.4,<7",
+    "requests>=2.31,<3",
     # TFX's Vertex AI (Kubeflow V2) compiler imports kfp.pipeline_spec.
     "kfp-pipeline-spec>=0.2,<0.3",
 ]

@@ -1,21 +1,26 @@
-"""The served models: version discovery and polling, atomic swaps, status, `models.config`.
+"""The served models: version policies and labels, polling, atomic swaps, status, hot reload of `models.config`.
 
 Model base: `<base>/<model_name>/<version>/` SavedModel directories, listed by a
-text-format `ModelServerConfig` (`models.config`) or, without one, every
-subdirectory of the base. Each model serves its highest version that loaded
-(latest-version policy). A background thread polls the base: a new version is
-loaded (and warmed up, see `serving.servable`) off the request path and swapped
-in atomically, so in-flight requests finish on the old version. A version that
-fails to load is logged, reported by `GetModelStatus` as END with its error,
-and never replaces the version being served. Version directories whose names
-are not integers (e.g. an exporter's `.3.tmp-*` directory) are ignored.
+text-format `ModelServerConfig` (`models.config`, see `serving.model_config`)
+or, without one, every subdirectory of the base. Each model serves the versions
+its policy asks for (`latest` N by default N = 1, `all`, `specific`), counting
+only versions that load: a broken version is logged, reported by
+`GetModelStatus` as END with its error, and never served. A background thread
+polls the base (and the config file): a new version is loaded and warmed up
+(see `serving.servable`) off the request path and added atomically, then the
+versions the policy no longer wants are unloaded; in-flight requests finish on
+the version they resolved. A version label moves only once its target version
+is AVAILABLE, so a label always names a served version. Version directories
+whose names are not integers (e.g. an exporter's `.3.tmp-*`) are ignored.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -23,12 +28,13 @@ import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 
 import grpc
 import tensorflow as tf
-from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_status_pb2
-from tensorflow_serving.config import model_server_config_pb2
 
+from serving.model_config import ConfigWatcher, ModelConfig, VersionPolicy, read_models_config
 from serving.servable import Servable, load_servable, warm_up
 from serving.tensor_codec import MAX_MESSAGE_CHARS, RequestError, clean_tf_message
+
+__all__ = ["ModelManager", "read_models_config"]
 
 _State = get_model_status_pb2.ModelVersionStatus.State
 _log = logging.getLogger("learn_tf.serving")
@@ -43,15 +49,18 @@ class _VersionStatus:
 
 @dataclass
 class _Model:
-    """A served model: its base path, the version being served and the status of every version seen."""
+    """A served model: its config, the versions being served and the status of every version seen."""
 
     name: str
     base_path: str
-    version_labels: dict[str, int] = field(default_factory=dict)
-    current: Optional[Servable] = None
+    policy: VersionPolicy = VersionPolicy()
+    config_labels: dict[str, int] = field(default_factory=dict)  # as configured
+    labels: dict[str, int] = field(default_factory=dict)  # in effect: each names a served version
+    served: dict[int, Servable] = field(default_factory=dict)  # replaced, never mutated: readers see a snapshot
     statuses: dict[int, _VersionStatus] = field(default_factory=dict)
     failed: dict[int, tuple] = field(default_factory=dict)  # version -> fingerprint that failed
     missing_logged: bool = False
+    removed: bool = False
 
 
 def _version_dirs(base_path: str) -> list[int]:
@@ -84,47 +93,15 @@ def _fingerprint(path: str) -> tuple:
         return ("missing",)
 
 
-def read_models_config(path: str) -> list[tuple[str, str, dict[str, int]]]:
-    """Parses a text-format `ModelServerConfig` into (name, absolute base path, version labels) triples.
-
-    Relative base paths are resolved against the config file's directory. Raises ValueError with the
-    file name on a parse error, a custom model config, a non-TensorFlow platform or a duplicate name.
-    """
-    config = model_server_config_pb2.ModelServerConfig()
-    with open(path) as f:
-        text = f.read()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as e:
-        raise ValueError(f"{path}: not a text-format ModelServerConfig: {e}") from e
-    if config.HasField("custom_model_config"):
-        raise ValueError(f"{path}: custom_model_config is not supported; use model_config_list")
-    here = os.path.dirname(os.path.abspath(path))
-    result, seen = [], set()
-    for c in config.model_config_list.config:
-        if not c.name or not c.base_path:
-            raise ValueError(f"{path}: every config needs a name and a base_path (got {c.name!r}, {c.base_path!r})")
-        if c.name in seen:
-            raise ValueError(f"{path}: model {c.name!r} is configured twice")
-        if c.model_platform not in ("", "tensorflow"):
-            raise ValueError(f"{path}: model {c.name!r} has model_platform {c.model_platform!r}; "
-                             "only \"tensorflow\" is served")
-        if c.HasField("model_version_policy") and c.model_version_policy.WhichOneof("policy_choice") not in (
-                None, "latest"):
-            _log.warning("%s: model %s asks for a %s version policy; this server serves the latest version only",
-                         path, c.name, c.model_version_policy.WhichOneof("policy_choice"))
-        seen.add(c.name)
-        base = c.base_path if os.path.isabs(c.base_path) else os.path.join(here, c.base_path)
-        result.append((c.name, os.path.normpath(base), dict(c.version_labels)))
-    return result
-
-
 class ModelManager:
-    """The models of a TF Serving model base: which version each serves, and the status of every version.
+    """The models of a TF Serving model base: which versions each serves, labels, and every version's status.
 
-    `models_config` is a text-format `ModelServerConfig`; without it every subdirectory of
-    `model_base` is a model (new subdirectories are picked up by `poll()`). `max_elements` bounds
-    each input tensor of the warmup requests replayed before a version is swapped in.
+    `models_config` is a text-format `ModelServerConfig`; it is re-read on every poll and applied when
+    its content changed (models added or removed, policies, labels); a bad edit is logged and the last
+    good config stays. Without it every subdirectory of `model_base` is a model (new subdirectories
+    are picked up by `poll()`). `max_elements` bounds each input tensor of the warmup requests replayed
+    before a version is served. `history` records every state change as (monotonic time, model,
+    version or label, state) for tests and load tests.
 
     Raises:
       ValueError: `models_config` is invalid (see `read_models_config`).
@@ -136,10 +113,12 @@ class ModelManager:
         self.models_config = models_config
         self.max_elements = max_elements
         self._models: dict[str, _Model] = {}
-        self._lock = threading.Lock()  # guards _models and statuses (current is swapped atomically)
+        self._lock = threading.Lock()  # guards _models, statuses and history (served is swapped atomically)
+        self.history: collections.deque = collections.deque(maxlen=10_000)
+        self._watcher: Optional[ConfigWatcher] = None
         if models_config is not None:
-            for name, base, labels in read_models_config(models_config):
-                self._models[name] = _Model(name, base, labels)
+            self._watcher = ConfigWatcher(models_config)
+            self._apply_config(self._watcher.changed() or [])
         elif not os.path.isdir(self.model_base):
             raise FileNotFoundError(f"model base {self.model_base} is not a directory")
         self._poller: Optional[threading.Thread] = None
@@ -183,9 +162,11 @@ class ModelManager:
                 _log.exception("polling the model base failed")
 
     def poll(self) -> None:
-        """One pass over the model base: discovers models, loads and swaps in new versions."""
+        """One pass: re-reads the config if it changed, discovers models, loads and unloads versions, moves labels."""
         with self._poll_lock:  # one loader at a time
-            if self.models_config is None:
+            if self._watcher is not None:
+                self._reload_config()
+            else:
                 self._discover_models()
             with self._lock:
                 models = list(self._models.values())
@@ -193,7 +174,42 @@ class ModelManager:
                 if self._stop_event.is_set():
                     return
                 self._poll_model(model)
+                self._move_labels(model)
             self._polls += 1
+
+    def _reload_config(self) -> None:
+        assert self._watcher is not None
+        try:
+            configs = self._watcher.changed()
+        except (OSError, ValueError) as e:
+            _log.error("%s: cannot apply the changed config, keeping the previous one: %s", self._watcher.path, e)
+            return
+        if configs is not None and self._polls:
+            _log.info("%s changed: applying it", self._watcher.path)
+        if configs is not None:
+            self._apply_config(configs)
+
+    def _apply_config(self, configs: list[ModelConfig]) -> None:
+        """Adds, updates and removes models to match `configs` (versions load on the next model pass)."""
+        wanted = {c.name: c for c in configs}
+        with self._lock:
+            for name in [n for n in self._models if n not in wanted or
+                         self._models[n].base_path != wanted[n].base_path]:
+                model = self._models.pop(name)
+                model.removed = True
+                for version in model.served:
+                    model.statuses[version] = _VersionStatus(_State.END)
+                    self._record(model.name, version, "END")
+                model.served, model.labels = {}, {}
+                _log.info("model %s removed from the config: unloaded", name)
+            for c in configs:
+                model = self._models.get(c.name)
+                if model is None:
+                    self._models[c.name] = _Model(c.name, c.base_path, c.policy, dict(c.labels))
+                    continue
+                if model.policy != c.policy:
+                    _log.info("model %s: version policy %s -> %s", c.name, model.policy.describe(), c.policy.describe())
+                model.policy, model.config_labels = c.policy, dict(c.labels)
 
     def _discover_models(self) -> None:
         try:
@@ -210,34 +226,65 @@ class ModelManager:
                     self._models[n] = _Model(n, path)
                     _log.info("found model %s at %s", n, path)
 
+    def _record(self, model: str, what: Any, state: str) -> None:
+        self.history.append((time.monotonic(), model, what, state))
+
     def _set_status(self, model: _Model, version: int, state: int, code: int = 0, message: str = "") -> None:
         with self._lock:
             model.statuses[version] = _VersionStatus(state, code, message[:MAX_MESSAGE_CHARS])
+            self._record(model.name, version, _State.Name(state))
 
     def _poll_model(self, model: _Model) -> None:
-        versions = _version_dirs(model.base_path)
+        versions = [v for v in _version_dirs(model.base_path) if model.policy.allows(v)]
         if not versions and not model.missing_logged:
             _log.warning("no versions of model %s found under %s", model.name, model.base_path)
             model.missing_logged = True
         elif versions:
             model.missing_logged = False
-        current = model.current
-        for version in versions:  # highest first: stop at the first one that is (or becomes) served
-            if current is not None and version == current.version:
-                return
+        keep: list[int] = []
+        limit = model.policy.limit
+        for version in versions:  # highest first, only versions that are (or become) served count
+            if limit is not None and len(keep) >= limit:
+                break
+            if version in model.served:
+                keep.append(version)
+                continue
             path = os.path.join(model.base_path, str(version))
             fingerprint = _fingerprint(path)
             if model.failed.get(version) == fingerprint:
                 continue
             servable = self._load(model, version, path, fingerprint)
-            if servable is not None:
-                self._swap(model, servable)
+            if servable is None:
+                continue
+            if model.removed or self._stop_event.is_set():
                 return
-        if current is not None and current.version not in versions:
-            model.current = None
-            self._set_status(model, current.version, _State.END)
-            _log.warning("unloaded model %s version %d: its directory is gone and no other version loads",
-                         model.name, current.version)
+            model.served = {**model.served, version: servable}  # atomic: the version is served from now on
+            self._set_status(model, version, _State.AVAILABLE)
+            _log.info("model %s version %d is AVAILABLE", model.name, version)
+            keep.append(version)
+        for version in sorted(set(model.served) - set(keep)):
+            model.served = {v: s for v, s in model.served.items() if v != version}
+            self._set_status(model, version, _State.END)
+            gone = "" if os.path.isdir(os.path.join(model.base_path, str(version))) else " (its directory is gone)"
+            _log.info("model %s: unloaded version %d%s; serving %s", model.name, version, gone,
+                      sorted(model.served) or "nothing")
+
+    def _move_labels(self, model: _Model) -> None:
+        """Points each configured label at its version once that version is served; drops removed labels."""
+        labels = {}
+        for label, version in model.config_labels.items():
+            previous = model.labels.get(label)
+            if version in model.served:
+                labels[label] = version
+                if previous != version:
+                    _log.info("model %s: label %s -> version %d", model.name, label, version)
+            elif previous in model.served:
+                labels[label] = previous  # the move waits until the new version is AVAILABLE
+        if labels != model.labels:
+            model.labels = labels
+            for label, version in labels.items():
+                with self._lock:
+                    self._record(model.name, label, f"label:{version}")
 
     def _load(self, model: _Model, version: int, path: str, fingerprint: tuple) -> Optional[Servable]:
         self._set_status(model, version, _State.LOADING)
@@ -258,17 +305,6 @@ class ModelManager:
         model.failed.pop(version, None)
         return servable
 
-    def _swap(self, model: _Model, servable: Servable) -> None:
-        old = model.current
-        model.current = servable  # atomic: requests that already hold `old` finish on it
-        self._set_status(model, servable.version, _State.AVAILABLE)
-        if old is None:
-            _log.info("model %s version %d is AVAILABLE", model.name, servable.version)
-        else:
-            self._set_status(model, old.version, _State.END)
-            _log.info("model %s: swapped version %d -> %d; unloaded version %d",
-                      model.name, old.version, servable.version, old.version)
-
     # -- lookups for requests ----------------------------------------------------------------
 
     def _model(self, name: str) -> _Model:
@@ -282,34 +318,45 @@ class ModelManager:
         return model
 
     def _label_version(self, model: _Model, label: str) -> int:
-        if label not in model.version_labels:
+        if label not in model.config_labels:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"Unrecognized servable version label: {label} (model {model.name})")
-        return model.version_labels[label]
+                               f"Unrecognized servable version label: {label} (model {model.name}; labels: "
+                               f"{', '.join(sorted(model.config_labels)) or 'none'})")
+        version = model.labels.get(label)
+        if version is None:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"Servable not found for request: label {label} of model {model.name} names version "
+                               f"{model.config_labels[label]}, which is not available")
+        return version
 
     def resolve(self, spec: Any) -> Servable:
-        """The servable a ModelSpec names (latest when no version is given).
+        """The servable a ModelSpec names: its version, its label's version, or the highest served version.
 
         Raises:
-          RequestError: INVALID_ARGUMENT without a model name or with an unknown
-            version label; NOT_FOUND for an unknown model or a version not served.
+          RequestError: INVALID_ARGUMENT without a model name or with an unknown label; NOT_FOUND
+            for an unknown model or a version not served.
         """
         if not spec.name:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name is required")
         model = self._model(spec.name)
-        current = model.current
+        served = model.served  # one snapshot for the whole lookup
         if spec.HasField("version") or spec.version_label:
             version = spec.version.value if spec.HasField("version") else self._label_version(model, spec.version_label)
-            if current is None or current.version != version:
-                serving = f"serving version {current.version}" if current else "no version is available"
+            servable = served.get(version)
+            if servable is None:
+                serving = f"serving versions {sorted(served)}" if served else "no version is available"
                 raise RequestError(grpc.StatusCode.NOT_FOUND,
                                    f"Servable not found for request: Specific({spec.name}, {version}) ({serving})")
-            return current
-        if current is None:
+            return servable
+        if not served:
             raise RequestError(grpc.StatusCode.NOT_FOUND,
                                f"Servable not found for request: Latest({spec.name}): no version of model "
                                f"{spec.name} is available")
-        return current
+        return served[max(served)]
+
+    def labels(self, name: str) -> dict[str, int]:
+        """The version labels in effect for model `name` (label -> served version)."""
+        return dict(self._model(name).labels)
 
     def status(self, spec: Any) -> get_model_status_pb2.GetModelStatusResponse:
         """GetModelStatus for a ModelSpec: every version seen, or the one it names (errors as `resolve`)."""

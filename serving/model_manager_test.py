@@ -28,7 +28,7 @@ def test_models_config(base: str, tmp_path: Any) -> None:
                       f'  config {{ name: "alias" base_path: "{rel}" model_platform: "tensorflow" }}\n'
                       f'  config {{ name: "absolute" base_path: "{os.path.join(base, MODEL)}" '
                       'model_platform: "tensorflow" version_labels { key: "stable" value: 1 } }\n}\n')
-    assert [n for n, _, _ in read_models_config(str(config))] == ["alias", "absolute"]
+    assert [c.name for c in read_models_config(str(config))] == ["alias", "absolute"]
     s = ModelServer(base, models_config=str(config), port=0)
     s.start()
     try:

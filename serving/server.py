@@ -1,15 +1,18 @@
-"""A local gRPC model server speaking TF Serving's API (`learn serve`).
+"""A local model server speaking TF Serving's gRPC and REST APIs (`learn serve`).
 
 Implements `tensorflow.serving.PredictionService` (`Predict`, `GetModelMetadata`)
 and `tensorflow.serving.ModelService` (`GetModelStatus`) from the
-tensorflow-serving-api protos, so unmodified TF Serving clients work against it
-where the `tensorflow_model_server` binary cannot be installed.
+tensorflow-serving-api protos, and TF Serving's REST API on a second port, so
+unmodified TF Serving clients work against it where the `tensorflow_model_server`
+binary cannot be installed.
 
 This module assembles the server: the gRPC server with its options and limits,
-the lifecycle and signal handling, and the command line. The models, their
-versions and polling live in `serving.model_manager`; request decoding,
-validation and status codes in `serving.tensor_codec`; the servicers in
-`serving.services`.
+the REST server (`serving.rest`), the optional batch scheduler
+(`serving.batching`), the lifecycle and signal handling, and the command line.
+The models, their versions, labels and polling live in `serving.model_manager`
+(config in `serving.model_config`); one Predict path for both APIs in
+`serving.predictor`; request decoding, validation and status codes in
+`serving.tensor_codec` and `serving.json_codec`; the servicers in `serving.services`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+from serving.batching import BatchingParameters, BatchScheduler, read_batching_parameters
 from serving.model_manager import ModelManager
+from serving.predictor import Predictor
+from serving.rest import RestServer
 from serving.services import ModelService, PredictionService
 
 _log = logging.getLogger("learn_tf.serving")
@@ -47,15 +53,18 @@ def _ensure_log_handler() -> None:
 class ModelServer:
     """Serves the SavedModels of a TF Serving model base over TF Serving's gRPC API.
 
-    `models_config` is a text-format `ModelServerConfig`; without it every subdirectory of
-    `model_base` is a model (new subdirectories are picked up while running). `port=0` binds a
-    free port; `start()` returns the bound port. `models` is the `ModelManager` that loads,
-    polls and swaps versions.
+    `models_config` is a text-format `ModelServerConfig` (re-read while serving); without it every
+    subdirectory of `model_base` is a model (new subdirectories are picked up while running).
+    `port=0` binds a free port; `start()` returns the bound gRPC port. `rest_port` serves TF
+    Serving's REST API on the same models (None: no REST; 0: a free port). `batching` (parameters,
+    e.g. from `read_batching_parameters`) turns on server-side batching for both APIs. `models`
+    is the `ModelManager` that loads, polls and swaps versions.
     """
 
     def __init__(self, model_base: str, models_config: Optional[str] = None, host: str = "127.0.0.1",
                  port: int = 8500, num_threads: int = 16, max_message_bytes: int = 4 << 20,
-                 poll_seconds: float = 2.0) -> None:
+                 poll_seconds: float = 2.0, rest_port: Optional[int] = None,
+                 batching: Optional[BatchingParameters] = None) -> None:
         _ensure_log_handler()
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
@@ -73,6 +82,13 @@ class ModelServer:
         self.max_elements = max(max_message_bytes, 1 << 16)
         self.poll_seconds = poll_seconds
         self.models = ModelManager(model_base, models_config=models_config, max_elements=self.max_elements)
+        self.batching = batching
+        self.scheduler: Optional[BatchScheduler] = None
+        self.predictor = Predictor(self.models)
+        self.rest: Optional[RestServer] = None
+        if rest_port is not None:
+            self.rest = RestServer(self.predictor, host=host, port=rest_port, max_body_bytes=max_message_bytes,
+                                   num_threads=num_threads)
         self._server: Optional[grpc.Server] = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
@@ -99,7 +115,7 @@ class ModelServer:
         ]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.num_threads,
                                                         thread_name_prefix="serving-rpc"), options=options)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.models), server)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.predictor), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.models), server)
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         try:
@@ -110,16 +126,23 @@ class ModelServer:
             raise OSError(f"cannot bind {host}:{self.port}")
         self.port = bound
         try:
-            self.models.poll()  # the port is bound first, so a port in use fails before models load
+            if self.rest is not None:
+                self.rest.start()  # both ports are bound first, so a port in use fails before models load
+            self.models.poll()
         except BaseException:
             server.stop(0)
+            if self.rest is not None:
+                self.rest.stop(0)
             raise
+        if self.batching is not None:
+            self.scheduler = self.predictor.scheduler = BatchScheduler(self.batching)
         server.start()
         self._server = server
         self.models.start_polling(self.poll_seconds)
-        _log.info("serving %s on %s (threads %d, max message %d bytes, poll every %.1f s)",
-                  ", ".join(self.model_names) or "no models", self.address, self.num_threads,
-                  self.max_message_bytes, self.poll_seconds)
+        _log.info("serving %s on %s%s (threads %d, max message %d bytes, poll every %.1f s, batching %s)",
+                  ", ".join(self.model_names) or "no models", self.address,
+                  f" and REST on {self.rest.url}" if self.rest else "", self.num_threads,
+                  self.max_message_bytes, self.poll_seconds, self.batching or "off")
         return bound
 
     def stop(self, grace: float = 5.0) -> None:
@@ -128,8 +151,12 @@ class ModelServer:
             if self._stopped.is_set():
                 return
             self.models.stop_polling()
+            if self.rest is not None:
+                self.rest.stop(grace)
             if self._server is not None:
                 self._server.stop(grace).wait()
+            if self.scheduler is not None:
+                self.scheduler.stop(timeout=grace)
             self.models.join_poller(timeout=max(grace, 1.0))  # a load in progress may still finish (daemon)
             self._stopped.set()
             _log.info("server on %s stopped", self.address)
@@ -144,13 +171,16 @@ class ModelServer:
 
 def serve_main(model_base: str, models_config: Optional[str] = None, host: str = "127.0.0.1", port: int = 8500,
                num_threads: int = 16, max_message_bytes: int = 4 << 20, poll_seconds: float = 2.0,
-               grace: float = 5.0, on_start: Optional[Callable[[ModelServer], None]] = None) -> int:
+               grace: float = 5.0, on_start: Optional[Callable[[ModelServer], None]] = None,
+               rest_port: Optional[int] = None, batching: Optional[BatchingParameters] = None) -> int:
     """Runs a ModelServer until SIGINT/SIGTERM, then shuts down gracefully; returns the exit code (0).
 
-    Prints `serving <models> on <host>:<port>` to stdout once requests are accepted.
+    Prints `serving <models> on <host>:<port>` to stdout once requests are accepted, then
+    `REST API on http://<host>:<rest port>` when REST is on.
     """
     server = ModelServer(model_base, models_config=models_config, host=host, port=port, num_threads=num_threads,
-                         max_message_bytes=max_message_bytes, poll_seconds=poll_seconds)
+                         max_message_bytes=max_message_bytes, poll_seconds=poll_seconds, rest_port=rest_port,
+                         batching=batching)
     server.start()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -163,6 +193,8 @@ def serve_main(model_base: str, models_config: Optional[str] = None, host: str =
             previous[sig] = signal.signal(sig, on_signal)
     try:
         print(f"serving {', '.join(server.model_names) or 'no models'} on {server.address}", flush=True)
+        if server.rest is not None:
+            print(f"REST API on {server.rest.url}", flush=True)
         if on_start is not None:
             on_start(server)
         server.wait()
@@ -181,7 +213,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="text-format ModelServerConfig (default: <model_base>/models.config if it exists, "
                         "else every subdirectory of the base)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8500, help="0 picks a free port")
+    p.add_argument("--port", type=int, default=8500, help="gRPC port; 0 picks a free port")
+    p.add_argument("--rest_api_port", type=int, default=8501,
+                   help="REST API port (TF Serving's default 8501); 0 picks a free port, -1 turns REST off")
+    p.add_argument("--enable_batching", action="store_true", help="batch concurrent requests server-side")
+    p.add_argument("--batching_parameters_file", default=None,
+                   help="text-format BatchingParameters (default: <model_base>/batching_parameters.txt if it "
+                        "exists, else TF's defaults)")
     p.add_argument("--num_threads", type=int, default=16)
     p.add_argument("--max_message_bytes", type=int, default=4 << 20)
     p.add_argument("--poll_seconds", type=float, default=2.0)
@@ -192,7 +230,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = os.path.join(args.model_base, "models.config")
     return serve_main(args.model_base, models_config=config, host=args.host, port=args.port,
                       num_threads=args.num_threads, max_message_bytes=args.max_message_bytes,
-                      poll_seconds=args.poll_seconds, grace=args.grace)
+                      poll_seconds=args.poll_seconds, grace=args.grace,
+                      rest_port=None if args.rest_api_port < 0 else args.rest_api_port,
+                      batching=batching_from_flags(args.model_base, args.enable_batching,
+                                                   args.batching_parameters_file))
+
+
+def batching_from_flags(model_base: str, enable: bool, parameters_file: Optional[str]) -> Optional[BatchingParameters]:
+    """The batching parameters `--enable_batching [--batching_parameters_file F]` ask for (None: off).
+
+    Without a file, `<model_base>/batching_parameters.txt` is used when it exists, else TF's defaults.
+    """
+    if not enable:
+        if parameters_file:
+            raise ValueError("--batching_parameters_file needs --enable_batching")
+        return None
+    if parameters_file is None:
+        default = os.path.join(model_base, "batching_parameters.txt")
+        parameters_file = default if os.path.exists(default) else None
+    return read_batching_parameters(parameters_file) if parameters_file else BatchingParameters()
 
 
 if __name__ == "__main__":

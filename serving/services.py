@@ -1,6 +1,7 @@
 """TF Serving's gRPC servicers: `PredictionService` (Predict, GetModelMetadata) and `ModelService` (GetModelStatus).
 
-Both answer from a `ModelManager`; a `RequestError` becomes its gRPC status and
+Both answer from a `ModelManager` (Predict through a `serving.predictor.Predictor`,
+which batches when batching is on); a `RequestError` becomes its gRPC status and
 any other exception INTERNAL, so the server keeps serving whatever a request does.
 """
 
@@ -22,7 +23,8 @@ from tensorflow_serving.apis import (
 )
 
 from serving.model_manager import ModelManager
-from serving.tensor_codec import DEFAULT_SIGNATURE, MAX_MESSAGE_CHARS, RequestError, run_predict
+from serving.predictor import Predictor
+from serving.tensor_codec import MAX_MESSAGE_CHARS, RequestError
 
 SIGNATURE_DEF_FIELD = "signature_def"
 
@@ -49,18 +51,18 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """`tensorflow.serving.PredictionService`: Predict and GetModelMetadata; the other methods are UNIMPLEMENTED."""
 
-    def __init__(self, models: ModelManager) -> None:
-        self._models = models
+    def __init__(self, predictor: Predictor) -> None:
+        self._predictor = predictor
+        self._models = predictor.models
 
     @_rpc
     def Predict(self, request: predict_pb2.PredictRequest,
                 context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
-        servable = self._models.resolve(request.model_spec)
-        outputs = run_predict(servable, request, self._models.max_elements)
+        servable, key, outputs = self._predictor.predict_proto(request, timeout=context.time_remaining())
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        response.model_spec.signature_name = key
         for name, value in outputs.items():
             response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
         return response
@@ -105,4 +107,5 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                      "HandleReloadConfigRequest is not implemented; restart the server with a new models.config")
+                      "HandleReloadConfigRequest is not implemented; edit models.config instead (it is "
+                      "re-read while serving)")

@@ -9,7 +9,7 @@ errors; anything unexpected is INTERNAL (see `serving.services`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -48,8 +48,27 @@ class SignatureOwner(Protocol):
     signatures: Mapping[str, Signature]
 
 
-def tensor_from_proto(name: str, proto: Any, spec: tf.TensorSpec, max_elements: int) -> tf.Tensor:
-    """Validates one input TensorProto against its TensorSpec and converts it.
+def check_shape(name: str, dims: Sequence[int], spec: tf.TensorSpec, max_elements: int) -> None:
+    """Checks an input's shape against its TensorSpec and the element bound (both APIs).
+
+    Raises:
+      RequestError: INVALID_ARGUMENT naming the input: a negative dimension, more than
+        `max_elements` elements, or a shape the spec does not accept.
+    """
+    dims = list(dims)
+    if any(d < 0 for d in dims):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}' has a negative dimension: {dims}")
+    if int(np.prod(dims, dtype=np.float64)) > max_elements:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input '{name}' has shape {dims}: more than {max_elements} elements")
+    if not spec.shape.is_compatible_with(dims):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input '{name}' has shape {dims} but the signature expects "
+                           f"{_shape_str(spec.shape)} (rank {spec.shape.rank})")
+
+
+def tensor_from_proto(name: str, proto: Any, spec: tf.TensorSpec, max_elements: int) -> np.ndarray:
+    """Validates one input TensorProto against its TensorSpec and converts it to an array.
 
     Raises:
       RequestError: INVALID_ARGUMENT naming the input: wrong dtype, unknown or
@@ -67,15 +86,7 @@ def tensor_from_proto(name: str, proto: Any, spec: tf.TensorSpec, max_elements: 
     if proto.tensor_shape.unknown_rank:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}' has an unknown shape")
     dims = [d.size for d in proto.tensor_shape.dim]
-    if any(d < 0 for d in dims):
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}' has a negative dimension: {dims}")
-    if int(np.prod(dims, dtype=np.float64)) > max_elements:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"input '{name}' has shape {dims}: more than {max_elements} elements")
-    if not spec.shape.is_compatible_with(dims):
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"input '{name}' has shape {dims} but the signature expects "
-                           f"{_shape_str(spec.shape)} (rank {spec.shape.rank})")
+    check_shape(name, dims, spec, max_elements)
     try:
         value = tf.make_ndarray(proto)
     except Exception as e:  # ValueError / TypeError from values that do not fill the shape, etc.
@@ -84,10 +95,7 @@ def tensor_from_proto(name: str, proto: Any, spec: tf.TensorSpec, max_elements: 
     if list(value.shape) != dims:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"input '{name}' is a malformed TensorProto: values do not fill shape {dims}")
-    try:
-        return tf.convert_to_tensor(value, dtype=want)
-    except Exception as e:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}' cannot be converted: {e}") from e
+    return value
 
 
 def _shape_str(shape: tf.TensorShape) -> str:
@@ -118,22 +126,28 @@ def graph_error(e: tf.errors.OpError) -> RequestError:
     return RequestError(codes.get(e.error_code, grpc.StatusCode.INTERNAL), message)
 
 
-def run_predict(servable: SignatureOwner, request: predict_pb2.PredictRequest,
-                max_elements: int) -> dict[str, np.ndarray]:
-    """Runs a PredictRequest's signature on one model version; returns the (filtered) outputs as arrays.
+def signature_of(servable: SignatureOwner, signature_name: str) -> tuple[str, Signature]:
+    """The signature key (empty means `serving_default`) and signature a request names.
 
     Raises:
-      RequestError: an unknown signature, input names that differ from the
-        signature's, an unknown output filter, a bad input tensor (see
-        `tensor_from_proto`), or an error raised in the graph (see `graph_error`).
+      RequestError: INVALID_ARGUMENT for a signature the version does not have.
     """
-    key = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    key = signature_name or DEFAULT_SIGNATURE
     signature = servable.signatures.get(key)
     if signature is None:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                            f'Serving signature key "{key}" not found. Signatures of model {servable.name} '
                            f"version {servable.version}: {', '.join(sorted(servable.signatures))}")
-    sent, expected = set(request.inputs), set(signature.inputs)
+    return key, signature
+
+
+def check_names(key: str, signature: Signature, sent: Iterable[str], output_filter: Sequence[str]) -> list[str]:
+    """Checks the input names sent and the output filter; returns the output names to return.
+
+    Raises:
+      RequestError: INVALID_ARGUMENT listing missing and unexpected inputs, or unknown outputs.
+    """
+    sent, expected = set(sent), set(signature.inputs)
     if sent != expected:
         missing, extra = sorted(expected - sent), sorted(sent - expected)
         parts = []
@@ -144,17 +158,44 @@ def run_predict(servable: SignatureOwner, request: predict_pb2.PredictRequest,
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"input names do not match signature \"{key}\": {'; '.join(parts)} "
                            f"(expected: {', '.join(sorted(expected))})")
-    wanted = list(request.output_filter) or list(signature.outputs)
+    wanted = list(dict.fromkeys(output_filter)) or list(signature.outputs)
     unknown = sorted(set(wanted) - set(signature.outputs))
     if unknown:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"output tensor alias(es) not found in signature \"{key}\": {', '.join(unknown)} "
                            f"(outputs: {', '.join(signature.outputs)})")
-    tensors = {n: tensor_from_proto(n, request.inputs[n], spec, max_elements) for n, spec in signature.inputs.items()}
+    return wanted
+
+
+def run_signature(key: str, signature: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Runs a signature on validated input arrays; returns every output as an array.
+
+    Raises:
+      RequestError: an error raised in the graph (see `graph_error`) or inputs the function rejects.
+    """
     try:
+        tensors = {n: tf.convert_to_tensor(inputs[n], dtype=spec.dtype) for n, spec in signature.inputs.items()}
         outputs = signature.fn(**tensors)
     except tf.errors.OpError as e:
         raise graph_error(e) from e
     except (TypeError, ValueError) as e:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"signature \"{key}\" rejected the inputs: {e}") from e
-    return {n: outputs[n].numpy() for n in dict.fromkeys(wanted)}
+    return {n: outputs[n].numpy() for n in signature.outputs}
+
+
+def run_predict(servable: SignatureOwner, request: predict_pb2.PredictRequest,
+                max_elements: int) -> dict[str, np.ndarray]:
+    """Runs a PredictRequest's signature on one model version, unbatched; returns the (filtered) outputs.
+
+    Used for warmup requests; the servers go through `serving.predictor.Predictor` (batching).
+
+    Raises:
+      RequestError: an unknown signature, input names that differ from the
+        signature's, an unknown output filter, a bad input tensor (see
+        `tensor_from_proto`), or an error raised in the graph (see `graph_error`).
+    """
+    key, signature = signature_of(servable, request.model_spec.signature_name)
+    wanted = check_names(key, signature, request.inputs, list(request.output_filter))
+    arrays = {n: tensor_from_proto(n, request.inputs[n], spec, max_elements) for n, spec in signature.inputs.items()}
+    outputs = run_signature(key, signature, arrays)
+    return {n: outputs[n] for n in wanted}

@@ -1,0 +1,97 @@
+"""One Predict path for both APIs: resolve the version, validate the inputs, run (batched or not), filter outputs.
+
+The gRPC servicer hands it TensorProtos (`predict_proto`); the REST handler
+decodes JSON against the signature first and hands it arrays (`run`). With a
+`BatchScheduler`, requests whose inputs all carry a batch dimension go through
+it (see `serving.batching`); the rest run directly on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import functools
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Mapping, Optional, Sequence
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import predict_pb2
+
+from serving.batching import BatchScheduler
+from serving.model_manager import ModelManager
+from serving.servable import Servable
+from serving.tensor_codec import (
+    RequestError,
+    Signature,
+    check_names,
+    check_shape,
+    run_signature,
+    signature_of,
+    tensor_from_proto,
+)
+
+
+class Predictor:
+    """Runs Predict requests against the manager's served versions, through the batch scheduler if any."""
+
+    def __init__(self, models: ModelManager, scheduler: Optional[BatchScheduler] = None) -> None:
+        self.models = models
+        self.scheduler = scheduler
+
+    @property
+    def max_elements(self) -> int:
+        """Largest number of elements an input tensor may have."""
+        return self.models.max_elements
+
+    def predict_proto(self, request: predict_pb2.PredictRequest,
+                      timeout: Optional[float] = None) -> tuple[Servable, str, dict[str, np.ndarray]]:
+        """A gRPC PredictRequest -> (servable, signature key, filtered outputs).
+
+        Raises:
+          RequestError: as `ModelManager.resolve`, `tensor_codec.check_names` / `tensor_from_proto`
+            and `run`.
+        """
+        servable = self.models.resolve(request.model_spec)
+        key, signature = signature_of(servable, request.model_spec.signature_name)
+        wanted = check_names(key, signature, request.inputs, list(request.output_filter))
+        arrays = {n: tensor_from_proto(n, request.inputs[n], spec, self.max_elements)
+                  for n, spec in signature.inputs.items()}
+        return servable, key, self.run(servable, key, signature, arrays, wanted, timeout)
+
+    def run(self, servable: Servable, key: str, signature: Signature, arrays: Mapping[str, np.ndarray],
+            wanted: Sequence[str], timeout: Optional[float] = None) -> dict[str, np.ndarray]:
+        """Runs validated-by-name input arrays on `servable`'s signature `key`; returns the `wanted` outputs.
+
+        Shapes are checked here (both APIs). Batchable requests (every input has the same dimension 0,
+        which the signature leaves open) go through the scheduler.
+
+        Raises:
+          RequestError: a bad shape, a graph error, a full batch queue (UNAVAILABLE), or no result
+            within `timeout` seconds (DEADLINE_EXCEEDED).
+        """
+        for name, spec in signature.inputs.items():
+            check_shape(name, arrays[name].shape, spec, self.max_elements)
+        run = functools.partial(run_signature, key, signature)
+        if self.scheduler is None or not _batchable(signature, arrays):
+            outputs = run(arrays)
+        else:
+            queue = (servable.name, servable.version, id(servable), key,
+                     tuple(sorted((n, a.shape[1:]) for n, a in arrays.items())))
+            future = self.scheduler.submit(queue, run, arrays)
+            try:
+                outputs = future.result(timeout=timeout)
+            except FutureTimeout:
+                future.cancel()
+                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   f"no result within the request's deadline ({timeout:.1f} s)") from None
+        return {n: outputs[n] for n in wanted}
+
+
+def _batchable(signature: Signature, arrays: Mapping[str, np.ndarray]) -> bool:
+    """Every input has rank >= 1, one shared non-zero dimension 0, and a spec that leaves dimension 0 open."""
+    sizes = set()
+    for name, spec in signature.inputs.items():
+        a = arrays[name]
+        if a.ndim == 0 or spec.shape.rank is None or spec.shape.rank == 0 or spec.shape[0] is not None:
+            return False
+        sizes.add(a.shape[0])
+    return len(sizes) == 1 and 0 not in sizes
