@@ -234,6 +234,39 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class CLLM4RecConfig:
+    """CLLM4Rec (Zhu et al., WWW 2024): user/item ID tokens in a frozen causal LM (learn_tf/cllm4rec).
+
+    Defaults are the official schedule (10 content warm-up + 100 alternating
+    pre-training epochs, 150 fine-tuning epochs); configs shorten it.
+    """
+
+    # Any keras-hub causal LM preset: an embedded name, a local folder or a keras-hub handle.
+    model: str = "smollm2-135m"
+    # Hard prompts, each following an ID token ("user_u has interacted with ...").
+    collaborative_prompt: str = " has interacted with"
+    content_prompt: str = " is described as:"
+    recommend_prompt: str = " will interact with"
+    max_content_tokens: int = 64
+    content_warmup_epochs: int = 10
+    alternating_epochs: int = 100
+    finetune_epochs: int = 150
+    batch_size: int = 20
+    # Length-bucketed batches hold at most this many padded tokens.
+    max_batch_tokens: int = 4096
+    pretrain_learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1e-4
+    lambda_v: float = 1.0
+    mask_fraction: float = 0.2
+    # Fine-tuning target: the masked items (paper) or all the user's items (official code).
+    finetune_target: Literal["masked", "all"] = "masked"
+    # Validation users scored after each epoch for the learning curve (0 = none).
+    curve_users: int = 200
+    score_batch_size: int = 32
+    seed: int = 2024
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole job: one file per dataset or scale."""
 
@@ -245,6 +278,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    cllm4rec: CLLM4RecConfig = field(default_factory=CLLM4RecConfig)
     # Default working directory for every step; `{name}` is substituted.
     output_dir: str = "runs/{name}"
 

@@ -18,7 +18,7 @@ from learn_tf.training.sampler import SamplerSettings
 from learn_tf.training.trainer import TrainSettings, check_cases, train
 from learn_tf.utils.io import atomic_open, write_json
 
-MODEL_KINDS = ("learn", "learn_c", "sasrec")
+MODEL_KINDS = ("learn", "learn_c", "sasrec", "cllm4rec")
 TOWERS_FILE = "towers.json"
 CATALOGUE_FILE = "catalogue.txt"
 WEIGHTS = "weights"
@@ -194,10 +194,17 @@ def load_towers(model_dir: str, content: Optional[np.ndarray] = None,
 
 def train_job(cfg: Config, kinds: Sequence[str], models_dir: Optional[str] = None, verbose: int = 2) -> dict[str, Any]:
     """Trains each model kind and saves it under `<models_dir>/<name>/`."""
+    summary: dict[str, Any] = {}
+    if "cllm4rec" in kinds:  # ID tokens in a frozen LLM: its own data path, no content embeddings
+        from learn_tf.cllm4rec.job import train_cllm4rec_job  # keras-hub LLM stack, loaded only for this kind
+
+        summary["cllm4rec"] = train_cllm4rec_job(cfg, models_dir)
+        kinds = [k for k in kinds if k != "cllm4rec"]
+        if not kinds:
+            return summary
     data = load_training_data(cfg)
     models_dir = models_dir or cfg.layout().models
     val = _with_earlier(data["splits"].cases("validation"), data["interactions"])
-    summary = {}
     for kind in kinds:
         name = model_name(cfg, kind)
         out = os.path.join(models_dir, name)
