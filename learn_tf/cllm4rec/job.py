@@ -20,12 +20,13 @@ from learn_tf.baselines import PopularityBaseline
 from learn_tf.cllm4rec import store
 from learn_tf.cllm4rec.documents import DocumentBuilder, Prompts
 from learn_tf.cllm4rec.model import CLLM4Rec
+from learn_tf.cllm4rec.protocol import binarised_split, own_metrics
 from learn_tf.cllm4rec.scoring import CLLM4RecScorer
 from learn_tf.cllm4rec.train import Schedule, Trainer, TrainData
 from learn_tf.cllm4rec.vocab import FrozenLM
 from learn_tf.config import CLLM4RecConfig, Config
 from learn_tf.data.ingest import read_ingested
-from learn_tf.data.splits import read_splits
+from learn_tf.data.splits import order_interactions, read_splits
 from learn_tf.embeddings.templates import item_text, resolve_template, text_columns
 from learn_tf.evaluation.cases import add_earlier_items
 from learn_tf.evaluation.evaluator import evaluate_models
@@ -81,7 +82,7 @@ def curve_callback(scorer: CLLM4RecScorer, cases: pd.DataFrame, item_ids: list[s
 
 def train_cllm4rec(c: CLLM4RecConfig, items: pd.DataFrame, train: pd.DataFrame, template: str, out_dir: str,
                    curve_cases: Optional[pd.DataFrame] = None, lm: Optional[FrozenLM] = None,
-                   log: Any = print) -> dict[str, Any]:
+                   log: Any = print) -> tuple[CLLM4Rec, DocumentBuilder, dict[str, Any]]:
     """Trains CLLM4Rec on a split's training interactions and saves it to `out_dir`.
 
     Args:
@@ -94,7 +95,7 @@ def train_cllm4rec(c: CLLM4RecConfig, items: pd.DataFrame, train: pd.DataFrame, 
       lm: an already loaded backbone (default: load `c.model`).
 
     Returns:
-      {"seconds", "epochs", "final": last epoch record, "frozen_weights_unchanged"}.
+      (model, builder, {"seconds", "epochs", "final": last epoch record, "frozen_weights_unchanged"}).
     """
     t0 = time.time()
     lm = lm or FrozenLM.from_preset(c.model)
@@ -116,8 +117,8 @@ def train_cllm4rec(c: CLLM4RecConfig, items: pd.DataFrame, train: pd.DataFrame, 
     store.save(model, out_dir, c.model, item_ids, user_ids, prompts_from(c), c.max_content_tokens,
                {"train_seconds": round(seconds, 1), "frozen_weights_unchanged": unchanged})
     write_json(os.path.join(out_dir, CURVE_FILE), records)
-    return {"seconds": round(seconds, 1), "epochs": len(records), "final": records[-1] if records else None,
-            "frozen_weights_unchanged": unchanged}
+    return model, builder, {"seconds": round(seconds, 1), "epochs": len(records),
+                            "final": records[-1] if records else None, "frozen_weights_unchanged": unchanged}
 
 
 def _cases(cfg: Config, split: str, interactions: pd.DataFrame) -> pd.DataFrame:
@@ -136,7 +137,37 @@ def train_cllm4rec_job(cfg: Config, models_dir: Optional[str] = None, log: Any =
         curve = add_earlier_items(val.reset_index(drop=True), interactions)
     out = os.path.join(models_dir or layout.models, MODEL_NAME)
     log(f"[learn train] cllm4rec -> {out}")
-    return train_cllm4rec(cfg.cllm4rec, items, splits.train, cfg.embedding.template, out, curve, log=log)
+    return train_cllm4rec(cfg.cllm4rec, items, splits.train, cfg.embedding.template, out, curve, log=log)[2]
+
+
+def own_protocol_job(cfg: Config, out_dir: Optional[str] = None, log: Any = print) -> dict[str, Any]:
+    """CLLM4Rec's own protocol: trains on the binarised 80% split and reports R@20, R@40, N@100 on its test.
+
+    The collaborative documents keep each user's training positives in time
+    order; the prompt at test time holds all of them (scored -inf).
+    """
+    layout = cfg.layout()
+    items, interactions = read_ingested(layout.data)
+    parts = binarised_split(interactions, seed=cfg.cllm4rec.seed)
+    ordered = order_interactions(interactions)[["user_id", "item_id", "position"]].astype({"user_id": str,
+                                                                                          "item_id": str})
+    train = parts["train"].merge(ordered, on=["user_id", "item_id"]).drop_duplicates(["user_id", "item_id"])
+    out = out_dir or os.path.join(layout.models, MODEL_NAME + "_own")
+    model, builder, summary = train_cllm4rec(cfg.cllm4rec, items, train, cfg.embedding.template, out, log=log)
+    meta = store.read_meta(out)
+    scorer = CLLM4RecScorer(model, builder, meta["item_ids"], meta["user_ids"], cfg.cllm4rec.score_batch_size)
+    col = scorer.item_index
+    seen = dict(list(user_histories(train)))
+    test = parts["test"].groupby("user_id")["item_id"].agg(list)
+    users = sorted(test.index)
+    t0 = time.time()
+    scores = scorer.score_users([seen.get(u, []) for u in users], users)
+    metrics = own_metrics(scores, [[col[i] for i in seen.get(u, [])] for u in users],
+                          [[col[i] for i in test[u]] for u in users])
+    result = {"protocol": "CLLM4Rec own (rating > 3, per-user random 80/10/10)", "metrics": metrics,
+              "train": summary, "score_seconds": round(time.time() - t0, 1)}
+    write_json(os.path.join(out, "own_protocol.json"), result)
+    return result
 
 
 def evaluate_cllm4rec(model: CLLM4Rec, builder: DocumentBuilder, meta: dict[str, Any], cases: pd.DataFrame,

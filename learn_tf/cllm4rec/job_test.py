@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -59,3 +60,15 @@ def test_train_then_evaluate_through_the_shared_evaluator(tiny_cfg) -> None:
     assert os.path.exists(os.path.join(tiny_cfg.layout().results, MODEL_NAME, "results.md"))
     meta = store.read_meta(out)
     assert len(meta["item_ids"]) == 40
+
+
+def test_own_protocol_trains_on_positives_and_reports_its_metrics(tiny_cfg, tmp_path) -> None:
+    from learn_tf.cllm4rec.job import own_protocol_job
+
+    path = os.path.join(tiny_cfg.layout().data, "interactions.parquet")
+    frame = pd.read_parquet(path)  # synthetic data has no ratings: give it some (a quarter are negatives)
+    frame["rating"] = np.where(np.arange(len(frame)) % 4 == 0, 2.0, 5.0)
+    frame.to_parquet(path, index=False)
+    res = own_protocol_job(tiny_cfg, str(tmp_path / "own"), log=lambda _: None)
+    assert set(res["metrics"]) == {"recall@20", "recall@40", "ndcg@100", "users"}
+    assert res["metrics"]["users"] > 0 and 0.0 <= res["metrics"]["ndcg@100"] <= 1.0
