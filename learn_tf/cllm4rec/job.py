@@ -104,10 +104,20 @@ def train_cllm4rec(c: CLLM4RecConfig, items: pd.DataFrame, train: pd.DataFrame, 
     model, builder = store.build(lm, item_ids, user_ids, prompts_from(c), c.max_content_tokens, seed=c.seed)
     data = training_data(builder, item_ids, user_ids, train, item_texts(items, template))
     frozen = [w.numpy().tobytes() for w in lm.frozen_weights()]
-    on_epoch = None
+    curve = None
     if curve_cases is not None and len(curve_cases):
         scorer = CLLM4RecScorer(model, builder, item_ids, user_ids, c.score_batch_size).for_cases(curve_cases)
-        on_epoch = curve_callback(scorer, curve_cases, item_ids)
+        curve = curve_callback(scorer, curve_cases, item_ids)
+    done: list[dict[str, Any]] = []
+
+    def on_epoch(rec: dict[str, Any]) -> dict[str, Any]:
+        """The curve point, then a checkpoint of the tables and the curve so far (a cut run keeps its epochs)."""
+        extra = curve(rec) if curve else {}
+        done.append({**rec, **extra})
+        store.save(model, out_dir, c.model, item_ids, user_ids, prompts_from(c), c.max_content_tokens,
+                   {"epochs_done": len(done), "last_phase": rec["phase"]})
+        write_json(os.path.join(out_dir, CURVE_FILE), done)
+        return extra
     log(f"[cllm4rec] {len(user_ids):,} users, {len(item_ids):,} items, "
         f"{sum(len(d) for d in data.collaborative):,} collaborative tokens, "
         f"{sum(len(d) for d in data.content):,} content tokens; backbone vocabulary {lm.base_size:,}, d {lm.dim}")
