@@ -3,23 +3,69 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 
+import pandas as pd
 import tensorflow as tf
 
 from beam.embed_pipeline import run_embedding_job_from_config
 from learn_tf.config import Config
+from learn_tf.data import schema as data_schema
 from learn_tf.data.ingest import ingest, read_ingested
+from learn_tf.data.tfrecords import write_items_tfrecord
+from learn_tf.utils.io import atomic_path, sha256_file, write_json
 from learn_tf.data.splits import format_split_summary, make_splits, write_splits
 from learn_tf.data.stats import format_stats, write_stats
 from learn_tf.layout import RunLayout
 from learn_tf.pretrained import convert_gguf, resolve_preset
 
 
+def merge_onboarded(layout: RunLayout) -> int:
+    """Appends the onboarded-items addendum to the ingested catalogue; returns how many items it added.
+
+    The addendum is `<output_dir>/onboarded/items.parquet`, written by `learn add-items` (items
+    with no interactions yet). Items whose id the ingested source already has are left to the
+    source. The ingested items.parquet, its TFRecord (when ingest wrote one) and the report's item
+    count and file hashes are rewritten, so the pipeline's ExampleGen sees the onboarded items and
+    the next run trains and serves them. Idempotent: a second call adds nothing.
+    """
+    if not (tf.io.gfile.exists(layout.onboarded_items)
+            and tf.io.gfile.exists(os.path.join(layout.data, data_schema.ITEMS_FILE))):
+        return 0
+    items, _ = read_ingested(layout.data)
+    onboarded = pd.read_parquet(layout.onboarded_items)
+    new = onboarded[~onboarded["item_id"].astype(str).isin(set(items["item_id"].astype(str)))]
+    if new.empty:
+        return 0
+    merged = pd.concat([items, new[items.columns]], ignore_index=True)
+    files = {data_schema.ITEMS_FILE: os.path.join(layout.data, data_schema.ITEMS_FILE)}
+    with atomic_path(files[data_schema.ITEMS_FILE]) as tmp:
+        merged.to_parquet(tmp, schema=data_schema.ITEMS_SCHEMA, index=False)
+    tfrecord = os.path.join(layout.data, data_schema.ITEMS_TFRECORD)
+    if tf.io.gfile.exists(tfrecord):
+        write_items_tfrecord(merged, tfrecord)
+        files[data_schema.ITEMS_TFRECORD] = tfrecord
+    report_path = os.path.join(layout.data, data_schema.REPORT_FILE)
+    if tf.io.gfile.exists(report_path):
+        with tf.io.gfile.GFile(report_path) as f:
+            report = json.load(f)
+        report["summary"]["items"] = len(merged)
+        report["summary"]["onboarded_items_merged"] = report["summary"].get("onboarded_items_merged", 0) + len(new)
+        report.setdefault("files", {}).update({n: sha256_file(p) for n, p in files.items()})
+        write_json(report_path, report)
+    print(f"[learn] merged {len(new):,} onboarded item(s) from {layout.onboarded_items} into {layout.data}")
+    return len(new)
+
+
 def ingest_and_split(cfg: Config, layout: RunLayout, write_tfrecords: bool = True, split: bool = True) -> None:
-    """Ingests the configured source into `layout.data` and (by default) writes the split into `layout.split`."""
+    """Ingests the configured source into `layout.data`, merges the onboarded items (`merge_onboarded`)
+    and (by default) writes the split into `layout.split`."""
     res = ingest(cfg.data, layout.data, write_tfrecords=write_tfrecords)
+    merge_onboarded(layout)
     if split:
-        splits = make_splits(res.items, res.interactions, cfg.split)
+        items, _ = read_ingested(layout.data)
+        splits = make_splits(items, res.interactions, cfg.split)
         write_splits(splits, layout.split)
         print(format_split_summary(splits.summary))
 

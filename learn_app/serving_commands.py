@@ -1,8 +1,8 @@
 """`learn export | serve | query | add-items`: the serving commands.
 
 - `learn export`: trained towers -> the four SavedModels in TF Serving layout.
-- `learn serve`: the TF Serving-compatible gRPC server over the model base.
-- `learn query`: top-k for a history of ids or exact titles, over gRPC.
+- `learn serve`: the TF Serving-compatible gRPC and REST server over the model base.
+- `learn query`: top-k for a history of ids or exact titles, over gRPC or REST.
 - `learn add-items`: cold-start onboarding without retraining: embed the new
   items' text with the frozen LLM (incremental Beam job), pass them through
   the item tower, rebuild the index and publish a new version.
@@ -28,11 +28,12 @@ from learn_tf.data.schema import ITEM_TEXT_FIELDS, ITEMS_SCHEMA
 from learn_tf.data.splits import read_splits
 from learn_tf.embeddings.store import load_embeddings
 from learn_tf.layout import RunLayout
-from learn_tf.training.jobs import TOWERS_FILE, model_name
+from learn_app.data_commands import merge_onboarded
+from learn_tf.training.jobs import CATALOGUE_FILE, TOWERS_FILE, model_name
 from learn_tf.utils.io import atomic_path
-from serving.client import retrieve
+from serving.client import is_rest_target, retrieve
 from serving.export import export_trained
-from serving.server import serve_main
+from serving.server import batching_from_flags, serve_main
 from tfx_pipeline.lineage import latest_pushed_towers
 from tfx_pipeline.pipeline import pipeline_name
 
@@ -91,25 +92,35 @@ def cmd_export(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def rest_port(grpc_port: int, flag: Optional[int] = None) -> Optional[int]:
+    """The REST port `learn serve` uses: `--rest-port`, else gRPC port + 1 (8501, TF Serving's default;
+    0 when the gRPC port is 0, i.e. a free port); a negative flag turns REST off (None)."""
+    if flag is not None:
+        return None if flag < 0 else flag
+    return 0 if grpc_port == 0 else grpc_port + 1
+
+
 def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
-    """`learn serve`: TF Serving's gRPC API over the model base, until SIGINT/SIGTERM."""
+    """`learn serve`: TF Serving's gRPC and REST APIs over the model base, until SIGINT/SIGTERM."""
     base = args.model_base or cfg.layout().model_base
     if not os.path.isdir(base):
         raise FileNotFoundError(f"model base {base} not found; run `learn export` first")
     config_file = os.path.join(base, "models.config")
+    port = cfg.serving.port if args.port is None else args.port
     return serve_main(base, models_config=config_file if os.path.exists(config_file) else None,
-                      host=args.host or cfg.serving.host, port=cfg.serving.port if args.port is None else args.port,
+                      host=args.host or cfg.serving.host, port=port,
                       num_threads=cfg.serving.num_threads, max_message_bytes=cfg.serving.max_message_bytes,
-                      poll_seconds=cfg.serving.poll_seconds)
+                      poll_seconds=cfg.serving.poll_seconds, rest_port=rest_port(port, args.rest_port),
+                      batching=batching_from_flags(base, args.enable_batching, args.batching_parameters_file))
 
 
 def catalogue_items(cfg: Config) -> pd.DataFrame:
-    """Ingested items plus every onboarded item (item_id, title, year, ...)."""
+    """Ingested items plus every onboarded item (item_id, title, year, ...), each id once."""
     layout = cfg.layout()
     items, _ = read_ingested(layout.data)
-    if os.path.exists(layout.onboarded_items):
+    if os.path.exists(layout.onboarded_items):  # already merged into the ingested items after a re-ingest
         items = pd.concat([items, pd.read_parquet(layout.onboarded_items)], ignore_index=True)
-    return items
+    return items.drop_duplicates("item_id", keep="first").reset_index(drop=True)
 
 
 def _display(row: pd.Series) -> str:
@@ -158,16 +169,24 @@ def resolve_history(text: Sequence[str], items: pd.DataFrame) -> list[str]:
 
 
 def cmd_query(cfg: Config, args: argparse.Namespace) -> int:
-    """`learn query`: ranked titles and scores for a history, from the server over gRPC."""
+    """`learn query`: ranked titles and scores for a history, from the server over gRPC or REST.
+
+    `--server http://host:port` (or `--rest`, the configured host at serving.port + 1) uses TF
+    Serving's REST API; `--server host:port` and the default use gRPC.
+    """
     items = catalogue_items(cfg)
     history = resolve_history(args.history, items)
     target = args.server or f"{cfg.serving.host}:{cfg.serving.port}"
+    if args.rest and not is_rest_target(target):
+        host, _, port = target.rpartition(":")
+        target = f"http://{host}:{int(port) + 1}" if not args.server else f"http://{target}"
     t0 = time.time()
     [results] = retrieve(target, [history], k=args.k, exclude_history=not args.include_history, model=args.model)
     ms = (time.time() - t0) * 1000
     rows = items.drop_duplicates("item_id", keep="last").set_index("item_id", drop=False)
     print(f"history: {', '.join(_display(rows.loc[h]) if h in rows.index else h for h in history)}")
-    print(f"top {len(results)} from {args.model} at {target} ({ms:.0f} ms):")
+    print(f"top {len(results)} from {args.model} at {target} over {'REST' if is_rest_target(target) else 'gRPC'} "
+          f"({ms:.0f} ms):")
     for rank, (item_id, score) in enumerate(results, 1):
         name = _display(rows.loc[item_id]) if item_id in rows.index else item_id
         print(f"{rank:4d}. {score:7.4f}  {name}  [{item_id}]")
@@ -259,9 +278,14 @@ def add_items(cfg: Config, path: str, model_dir: Optional[str] = None) -> dict[s
     ids, matrix, _ = load_embeddings(embeddings_dir)
     pos = {str(i): k for k, i in enumerate(ids)}
     rows = matrix[[pos[i] for i in onboarded["item_id"].astype(str)]]
-    paths = export_model(cfg, model_dir, extra_items=(list(onboarded["item_id"].astype(str)), rows))
+    # Items a later pipeline run trained (merged at ingest) are already in the towers' catalogue.
+    with open(os.path.join(model_dir, CATALOGUE_FILE), encoding="utf-8") as f:
+        trained = {line.rstrip("\n") for line in f}
+    extra = [k for k, i in enumerate(onboarded["item_id"].astype(str)) if i not in trained]
+    paths = export_model(cfg, model_dir, extra_items=([str(onboarded["item_id"].iloc[k]) for k in extra], rows[extra]))
     with atomic_path(onboarded_path) as tmp:
         onboarded.to_parquet(tmp, schema=ITEMS_SCHEMA, index=False)
+    merge_onboarded(layout)  # the next `learn pipeline run` trains and serves them
     print(f"[learn add-items] embedded {embed.counters.get('forward_passes', 0)} batch(es) with the frozen LLM; "
           f"published version {paths['version']} with {len(onboarded):,} onboarded items in {time.time() - t0:.1f} s")
     return {"paths": paths, "new_items": len(new), "onboarded": len(onboarded), "embed": embed.counters}
@@ -296,16 +320,24 @@ def register(add: Any) -> None:  # noqa: ANN401
     sp.add_argument("--model-dir", help="trained model directory (overrides --model)")
     sp.add_argument("--version", type=int, help="version number (default: next)")
     sp = add("serve", cmd_serve, "serve the model base over TF Serving's gRPC API (PredictionService, "
-             "ModelService)")
+             "ModelService) and REST API")
     sp.add_argument("--model-base", help="TF Serving model base (default: serving.model_base)")
     sp.add_argument("--host", help="bind address (default serving.host, 127.0.0.1)")
-    sp.add_argument("--port", type=int, help="port (default serving.port; 0 picks a free one)")
-    sp = add("query", cmd_query, "top-k recommendations for a history of item ids or exact titles, over gRPC")
+    sp.add_argument("--port", type=int, help="gRPC port (default serving.port; 0 picks a free one)")
+    sp.add_argument("--rest-port", type=int,
+                    help="REST port (default: gRPC port + 1, i.e. 8501; a free one with --port 0; -1: no REST)")
+    sp.add_argument("--enable-batching", action="store_true",
+                    help="batch concurrent requests (parameters from <model base>/batching_parameters.txt)")
+    sp.add_argument("--batching-parameters-file", help="text-format BatchingParameters (with --enable-batching)")
+    sp = add("query", cmd_query, "top-k recommendations for a history of item ids or exact titles, over gRPC "
+             "or REST")
     sp.add_argument("--history", action="append", required=True,
                     help="comma-separated item ids or exact titles, oldest first (repeatable)")
     sp.add_argument("--k", type=int, default=10)
     sp.add_argument("--model", default="learn_retrieval", help="learn_retrieval (ScaNN) or learn_retrieval_bf")
-    sp.add_argument("--server", help="host:port (default serving.host:serving.port)")
+    sp.add_argument("--server", help="gRPC host:port (default serving.host:serving.port), or http://host:port "
+                    "for the REST API")
+    sp.add_argument("--rest", action="store_true", help="use the REST API (port serving.port + 1 unless --server)")
     sp.add_argument("--include-history", action="store_true", help="do not exclude the history's own items")
     sp = add("add-items", cmd_add_items, "onboard new items (JSON lines) without retraining: embed with the "
              "frozen LLM, item tower, new index, new version")

@@ -1,22 +1,28 @@
-"""A small typed client over the stock TF Serving gRPC stubs (works with `learn serve` and `tensorflow_model_server`).
+"""A small typed client of TF Serving's gRPC stubs and REST API (works with `learn serve` and `tensorflow_model_server`).
 
-    from serving.client import predict, retrieve
+    from serving.client import predict, retrieve, rest_predict
     out = predict("127.0.0.1:8500", "learn_user", {"history": np.array([["i1", "i2"]], object)})
     recs = retrieve("127.0.0.1:8500", [["i1", "i2"], ["i7"]], k=10)   # [[(item_id, score), ...], ...]
+    recs = retrieve("http://127.0.0.1:8501", [["i1", "i2"]], k=10)    # the same over REST
+    out = rest_predict("http://127.0.0.1:8501", "learn_user", {"history": [["i1", "i2"]]})
 
-Every call accepts a `host:port` target (a channel is opened and closed per call), a
-`grpc.Channel` or a `PredictionServiceStub` (reuse one for many calls; see `make_channel`).
-Failures raise `ServingError` (a `grpc.RpcError`) with the status code and the server's message.
+gRPC calls accept a `host:port` target (a channel is opened and closed per call), a
+`grpc.Channel` or a `PredictionServiceStub` (reuse one for many calls; see `make_channel`);
+`retrieve` sends an `http://` / `https://` target over REST. Failures raise `ServingError`
+(a `grpc.RpcError`) with the status code and the server's message; over REST a `RestError`,
+which also carries the HTTP status.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Union
+import json
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import grpc
 import numpy as np
+import requests
 import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_status_pb2,
@@ -90,12 +96,77 @@ def _call(method: grpc.UnaryUnaryMultiCallable, request: object, timeout: float)
         raise ServingError(e.code(), e.details() or "") from e
 
 
+_GRPC_CODE = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+              403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND, 409: grpc.StatusCode.ABORTED,
+              413: grpc.StatusCode.RESOURCE_EXHAUSTED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+              499: grpc.StatusCode.CANCELLED, 501: grpc.StatusCode.UNIMPLEMENTED, 503: grpc.StatusCode.UNAVAILABLE,
+              504: grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class RestError(ServingError):
+    """A failed REST call: `http_status`, plus the gRPC code TF Serving maps to it and the `error` message."""
+
+    def __init__(self, http_status: int, details: str) -> None:
+        super().__init__(_GRPC_CODE.get(http_status, grpc.StatusCode.INTERNAL), details)
+        self.http_status = http_status
+
+
+def _json_ready(value: Any) -> Any:
+    array = np.asarray(value)
+    if array.dtype == object or array.dtype.kind in "SU":
+        return np.frompyfunc(lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v), 1, 1)(array).tolist()
+    return array.tolist()
+
+
+def rest_predict(url: str, model: str, inputs: Mapping[str, Any], signature: str = "",
+                 version: Optional[int] = None, label: Optional[str] = None, row_format: bool = False,
+                 timeout: float = 10.0, session: Optional[requests.Session] = None) -> dict[str, np.ndarray]:
+    """POSTs `:predict` to TF Serving's REST API at `url` (`http://host:port`); returns the outputs as arrays.
+
+    Columnar (`inputs`) by default; `row_format` sends `instances` (one object per row of the inputs'
+    dimension 0). String outputs come back as str. Reuse a `requests.Session` for many calls.
+
+    Raises:
+      RestError: the server answered with an error (HTTP status and TF Serving's message).
+    """
+    path = f"/v1/models/{model}" + (f"/versions/{int(version)}" if version is not None else "") + \
+        (f"/labels/{label}" if label else "") + ":predict"
+    body: dict[str, Any] = {"signature_name": signature} if signature else {}
+    values = {n: _json_ready(v) for n, v in inputs.items()}
+    if row_format:
+        rows = len(next(iter(values.values())))
+        body["instances"] = [{n: v[i] for n, v in values.items()} for i in range(rows)]
+    else:
+        body["inputs"] = values
+    response = (session or requests).post(url.rstrip("/") + path, data=json.dumps(body), timeout=timeout,
+                                          headers={"Content-Type": "application/json"})
+    try:
+        doc = response.json()
+    except ValueError:
+        raise RestError(response.status_code, response.text[:2000]) from None
+    if response.status_code != 200:
+        raise RestError(response.status_code, str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc))
+    if row_format:
+        preds = doc["predictions"]
+        if preds and isinstance(preds[0], dict):
+            return {n: np.array([p[n] for p in preds]) for n in preds[0]}
+        return {"output": np.array(preds)}
+    outputs = doc["outputs"]
+    return {n: np.array(v) for n, v in outputs.items()} if isinstance(outputs, dict) else {"output": np.array(outputs)}
+
+
+def is_rest_target(target: Any) -> bool:
+    """Whether `target` is a REST URL (`http://...` or `https://...`) rather than a gRPC target."""
+    return isinstance(target, str) and target.startswith(("http://", "https://"))
+
+
 def retrieve(stub_or_target: StubOrTarget, history: Sequence[Sequence[str]], k: int, exclude_history: bool = True,
              model: str = RETRIEVAL_MODEL, timeout: float = 10.0,
              pad_to: Optional[int] = None) -> list[list[tuple[str, float]]]:
     """Top-k items for each history (oldest first) from a retrieval model (`learn_retrieval` or `_bf`).
 
-    `pad_to` pads every history with "" to that fixed width (needed when TF Serving batches requests;
+    `stub_or_target` is a gRPC target (see `predict`) or a REST URL `http://host:port`. `pad_to`
+    pads every history with "" to that fixed width (needed when TF Serving batches requests;
     see docs/serving.md). Returns one list of (item_id, score) per history, best first, without the
     "" / -inf padding.
 
@@ -113,16 +184,17 @@ def retrieve(stub_or_target: StubOrTarget, history: Sequence[Sequence[str]], k: 
     for i, row in enumerate(history):
         for j, item in enumerate(row):
             padded[i, j] = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-    outputs = predict(stub_or_target, model, {
-        "history": padded,
-        "k": np.full(len(history), k, np.int32),
-        "exclude_history": np.full(len(history), exclude_history, bool),
-    }, timeout=timeout)
+    inputs = {"history": padded, "k": np.full(len(history), k, np.int32),
+              "exclude_history": np.full(len(history), exclude_history, bool)}
+    if is_rest_target(stub_or_target):
+        outputs = rest_predict(str(stub_or_target), model, inputs, timeout=timeout)
+    else:
+        outputs = predict(stub_or_target, model, inputs, timeout=timeout)
     ids, scores = outputs["item_ids"], outputs["scores"]
     result = []
     for row_ids, row_scores in zip(ids, scores):
-        result.append([(i.decode("utf-8"), float(s)) for i, s in zip(row_ids, row_scores)
-                       if i != b"" and np.isfinite(s)])
+        row_ids = [i.decode("utf-8") if isinstance(i, bytes) else str(i) for i in row_ids]
+        result.append([(i, float(s)) for i, s in zip(row_ids, row_scores) if i != "" and np.isfinite(s)])
     return result
 
 

@@ -174,7 +174,6 @@ class ModelManager:
                 if self._stop_event.is_set():
                     return
                 self._poll_model(model)
-                self._move_labels(model)
             self._polls += 1
 
     def _reload_config(self) -> None:
@@ -258,32 +257,40 @@ class ModelManager:
                 continue
             if model.removed or self._stop_event.is_set():
                 return
-            model.served = {**model.served, version: servable}  # atomic: the version is served from now on
-            self._set_status(model, version, _State.AVAILABLE)
+            with self._lock:  # the version is served from now on
+                model.served = {**model.served, version: servable}
+                model.statuses[version] = _VersionStatus(_State.AVAILABLE)
+                self._record(model.name, version, "AVAILABLE")
             _log.info("model %s version %d is AVAILABLE", model.name, version)
             keep.append(version)
+        self._move_labels(model)  # before unloading: a label always names a served version
         for version in sorted(set(model.served) - set(keep)):
-            model.served = {v: s for v, s in model.served.items() if v != version}
-            self._set_status(model, version, _State.END)
+            with self._lock:
+                model.served = {v: s for v, s in model.served.items() if v != version}
+                for label in [k for k, v in model.labels.items() if v == version]:
+                    self._record(model.name, label, "label:none")
+                model.labels = {k: v for k, v in model.labels.items() if v != version}
+                model.statuses[version] = _VersionStatus(_State.END)
+                self._record(model.name, version, "END")
             gone = "" if os.path.isdir(os.path.join(model.base_path, str(version))) else " (its directory is gone)"
             _log.info("model %s: unloaded version %d%s; serving %s", model.name, version, gone,
                       sorted(model.served) or "nothing")
 
     def _move_labels(self, model: _Model) -> None:
         """Points each configured label at its version once that version is served; drops removed labels."""
-        labels = {}
-        for label, version in model.config_labels.items():
-            previous = model.labels.get(label)
-            if version in model.served:
-                labels[label] = version
-                if previous != version:
-                    _log.info("model %s: label %s -> version %d", model.name, label, version)
-            elif previous in model.served:
-                labels[label] = previous  # the move waits until the new version is AVAILABLE
-        if labels != model.labels:
-            model.labels = labels
-            for label, version in labels.items():
-                with self._lock:
+        with self._lock:
+            labels = {}
+            for label, version in model.config_labels.items():
+                previous = model.labels.get(label)
+                if version in model.served:
+                    labels[label] = version
+                    if previous != version:
+                        _log.info("model %s: label %s -> version %d", model.name, label, version)
+                elif previous in model.served:
+                    labels[label] = previous  # the move waits until the new version is AVAILABLE
+            if labels != model.labels:
+                model.labels = labels
+                for label, version in labels.items():
                     self._record(model.name, label, f"label:{version}")
 
     def _load(self, model: _Model, version: int, path: str, fingerprint: tuple) -> Optional[Servable]:
@@ -317,12 +324,13 @@ class ModelManager:
                                f"(models: {', '.join(known) or 'none'})")
         return model
 
-    def _label_version(self, model: _Model, label: str) -> int:
+    def _label_version(self, model: _Model, label: str, labels: Optional[dict[str, int]] = None) -> int:
+        labels = model.labels if labels is None else labels
         if label not in model.config_labels:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"Unrecognized servable version label: {label} (model {model.name}; labels: "
                                f"{', '.join(sorted(model.config_labels)) or 'none'})")
-        version = model.labels.get(label)
+        version = labels.get(label)
         if version is None:
             raise RequestError(grpc.StatusCode.NOT_FOUND,
                                f"Servable not found for request: label {label} of model {model.name} names version "
@@ -339,9 +347,11 @@ class ModelManager:
         if not spec.name:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name is required")
         model = self._model(spec.name)
-        served = model.served  # one snapshot for the whole lookup
+        with self._lock:  # one consistent snapshot: every label in effect names a served version
+            served, labels = model.served, model.labels
         if spec.HasField("version") or spec.version_label:
-            version = spec.version.value if spec.HasField("version") else self._label_version(model, spec.version_label)
+            version = (spec.version.value if spec.HasField("version")
+                       else self._label_version(model, spec.version_label, labels))
             servable = served.get(version)
             if servable is None:
                 serving = f"serving versions {sorted(served)}" if served else "no version is available"

@@ -14,6 +14,7 @@ import pytest
 import requests
 import tensorflow as tf
 
+from serving.client import RestError, rest_predict
 from serving.rest import VERSION_HEADER
 from serving.server import ModelServer
 from serving.testing import MODEL, Stubs, request
@@ -150,3 +151,22 @@ def test_rest_binds_loopback_and_nan_round_trips(rest_server: ModelServer, url: 
     assert r.status_code == 200
     assert "NaN" in r.text or "Infinity" in r.text
     assert np.isnan(r.json()["outputs"]["y"][0]) or np.isinf(r.json()["outputs"]["y"][0])
+
+
+def test_rest_port_in_use_is_an_error(rest_server: ModelServer, base: str) -> None:
+    other = ModelServer(base, port=0, rest_port=rest_server.rest.port)
+    with pytest.raises(OSError):
+        other.start()
+
+
+def test_client_rest_predict(url: str) -> None:
+    x, k = np.array([[1, 2, 3], [0, 0, 1]], np.float32), np.array([1, 2], np.int32)
+    col = rest_predict(url, MODEL, {"x": x, "k": k})
+    row = rest_predict(url, MODEL, {"x": x, "k": k}, row_format=True, version=1)
+    np.testing.assert_array_equal(col["y"], [14.0, 3.0])
+    np.testing.assert_array_equal(row["k2"], [2, 4])
+    assert rest_predict(url, MODEL, {"words": [["a", "b"]]}, signature="join")["output"].tolist() == ["a b"]
+    with pytest.raises(RestError) as e:
+        rest_predict(url, MODEL, {"x": x, "k": np.array([9, 9], np.int32)})
+    assert e.value.http_status == 400 and e.value.code().name == "INVALID_ARGUMENT"
+    assert "k must be at most 5" in e.value.details()
