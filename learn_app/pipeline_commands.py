@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from typing import Any, Optional, Sequence
 
-import tensorflow as tf
-
 from learn_app.data_commands import ingest_and_split
 from learn_tf.config import Config
 from learn_tf.data import schema as data_schema
+from learn_tf.utils import io
 from tfx_pipeline.components import DataValidationError
 from tfx_pipeline.kubeflow_v2_runner import compile_vertex_pipeline
 from tfx_pipeline.lineage import format_lineage, open_store, run_executions, run_ids
@@ -29,7 +27,7 @@ def ensure_ingested(cfg: Config, force: bool = False) -> bool:
     """
     layout = cfg.layout()
     needed = [os.path.join(layout.data, p) for p in (data_schema.ITEMS_TFRECORD, data_schema.INTERACTIONS_TFRECORD)]
-    if not force and all(tf.io.gfile.exists(p) for p in needed):
+    if not force and all(io.exists(p) for p in needed):
         return False
     ingest_and_split(cfg, layout)
     return True
@@ -46,6 +44,8 @@ def run_pipeline_command(cfg: Config, enable_cache: bool = True,
     """
     layout = cfg.layout()
     t0 = time.time()
+    for path in (layout.data, layout.pipeline_root, layout.model_base):
+        io.ensure_filesystem(path)  # s3:// needs tensorflow-io registered before TFX's components use it
     if ensure_ingested(cfg, force=reingest):
         print(f"[learn pipeline] ingested {cfg.data.source} -> {layout.data}")
     beam_pipeline_args = [*cfg.pipeline.beam_args, *beam_args]
@@ -73,9 +73,8 @@ def evaluation_table(executions: Sequence[Any]) -> Optional[str]:
     for e in executions:
         for artifact in e.outputs.get("evaluation", []):
             path = os.path.join(artifact.uri, "results.md")
-            if tf.io.gfile.exists(path):
-                with tf.io.gfile.GFile(path) as f:
-                    return f.read().rstrip()
+            if io.exists(path):
+                return io.read_text(path).rstrip()
     return None
 
 
@@ -100,8 +99,7 @@ def compile_vertex_command(cfg: Config, output_dir: str, image: Optional[str] = 
                            data_root: Optional[str] = None, config_dir: Optional[str] = None) -> int:
     """`learn pipeline compile`: writes the Vertex AI Pipelines JSON (Dataflow Beam args); never submits."""
     path = compile_vertex_pipeline(cfg, output_dir, image=image, data_root=data_root, config_dir=config_dir)
-    with tf.io.gfile.GFile(path) as f:
-        tasks = json.load(f)["pipelineSpec"]["root"]["dag"]["tasks"]
+    tasks = io.read_json(path)["pipelineSpec"]["root"]["dag"]["tasks"]
     print(f"wrote {path} ({len(tasks)} components: {', '.join(sorted(tasks))})")
     return 0
 

@@ -16,7 +16,8 @@ the index ship inside each SavedModel, so no LLM runs at request time. Unknown
 history ids are ignored (counted in `known_items`); a row with no known item
 is an INVALID_ARGUMENT error, as is k outside [1, max_k].
 
-Each version is written to a temporary directory and renamed into place, with
+Each version is written to a temporary directory and renamed into place (on an
+object store: uploaded with `saved_model.pb` last, see `serving.layout`), with
 warmup requests in `assets.extra/tf_serving_warmup_requests`; `models.config`
 (all four models), `models.stock.config` (no ScaNN model, `/models/...` paths
 for the stock Docker image) and `batching_parameters.txt` sit in the base.
@@ -40,6 +41,7 @@ import tensorflow as tf
 from learn_tf.config import ServingConfig
 from learn_tf.models.catalogue import Catalogue, item_matrix, tuning_queries
 from learn_tf.training.jobs import load_towers
+from learn_tf.utils import io
 from serving.index import build_index, build_tuned_scann, scann_available, tuning_vectors
 from serving.layout import (ALL_MODELS, ITEM_MODEL, RETRIEVAL_BF_MODEL, RETRIEVAL_MODEL, USER_MODEL, next_version,
                             save_version, write_models_config)
@@ -136,7 +138,8 @@ def export_trained(model_dir: str, base: str, settings: ServingConfig, train: Op
       FileNotFoundError: `model_dir` holds no trained towers.
       ValueError: `extra_items` for towers that cannot score unseen items (SASRec).
     """
-    towers, catalogue, meta = load_towers(model_dir)
+    with io.local_copy(model_dir) as local:  # load_towers reads local files; a URI is downloaded first
+        towers, catalogue, meta = load_towers(local)
     max_len = int(meta["max_len"])
     queries = tuning_queries(catalogue, train, max_len) if train is not None else None
     if extra_items is not None and len(extra_items[0]):

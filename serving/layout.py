@@ -2,7 +2,9 @@
 
 Each model version is `<base>/<model_name>/<version>/`, written to a temporary
 `.<version>.tmp-*` directory and renamed into place (TF Serving never sees a
-half-written version), with warmup requests in
+half-written version); on an object store (`gs://`, `s3://`) it is saved
+locally and uploaded with `saved_model.pb` last (a version is loadable only
+once that file is there), with warmup requests in
 `assets.extra/tf_serving_warmup_requests`. `models.config` (all models),
 `models.stock.config` (no ScaNN model, `/models/...` paths for the stock
 Docker image) and `batching_parameters.txt` sit in the base.
@@ -21,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
+from learn_tf.utils import io
 from learn_tf.utils.io import atomic_open
 
 USER_MODEL, ITEM_MODEL = "learn_user", "learn_item"
@@ -28,6 +31,7 @@ RETRIEVAL_MODEL, RETRIEVAL_BF_MODEL = "learn_retrieval", "learn_retrieval_bf"
 ALL_MODELS = (USER_MODEL, ITEM_MODEL, RETRIEVAL_MODEL, RETRIEVAL_BF_MODEL)
 MODELS_CONFIG, STOCK_MODELS_CONFIG, BATCHING_FILE = "models.config", "models.stock.config", "batching_parameters.txt"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+SAVED_MODEL_FILE = "saved_model.pb"
 
 
 def _warmup_records(name: str, examples: Sequence[dict[str, np.ndarray]]) -> list[bytes]:
@@ -59,27 +63,39 @@ def save_version(module: tf.Module, signatures: Mapping[str, Any], base: str, na
       FileExistsError: the version exists (versions are never overwritten).
     """
     final = os.path.join(base, name, str(version))
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    if os.path.exists(final):
+    if io.exists(final):
         raise FileExistsError(f"{final} exists; export a new version instead of overwriting")
-    tmp = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=os.path.dirname(final))
+    if io.is_uri(base):
+        # Object store: no directory rename; save locally (scratch), upload with saved_model.pb last.
+        with tempfile.TemporaryDirectory(prefix=f".{version}.tmp-") as tmp:  # local scratch, then uploaded
+            _save(module, signatures, tmp, name, warmup, scann)
+            io.copy_tree(tmp, final, last=(SAVED_MODEL_FILE,))
+        return final
+    os.makedirs(os.path.dirname(final), exist_ok=True)  # local model base
+    tmp = tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=os.path.dirname(final))  # beside the version (local)
     try:
-        options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]) if scann else None
-        tf.saved_model.save(module, tmp, signatures=dict(signatures), options=options)
-        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-        with tf.io.TFRecordWriter(os.path.join(tmp, WARMUP_FILE)) as w:
-            for rec in _warmup_records(name, warmup):
-                w.write(rec)
+        _save(module, signatures, tmp, name, warmup, scann)
         os.rename(tmp, final)  # TF Serving never sees a half-written version
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the local temporary directory, if the rename did not happen
     return final
+
+
+def _save(module: tf.Module, signatures: Mapping[str, Any], directory: str, name: str,
+          warmup: Sequence[dict[str, np.ndarray]], scann: bool) -> None:
+    """The SavedModel and its warmup records in one (local) directory."""
+    options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]) if scann else None
+    tf.saved_model.save(module, directory, signatures=dict(signatures), options=options)
+    os.makedirs(os.path.join(directory, "assets.extra"), exist_ok=True)  # `directory` is local (see callers)
+    with tf.io.TFRecordWriter(os.path.join(directory, WARMUP_FILE)) as w:
+        for rec in _warmup_records(name, warmup):
+            w.write(rec)
 
 
 def next_version(base: str, names: Sequence[str] = ALL_MODELS) -> int:
     """One above the highest version of any of `names` under `base` (1 for an empty base)."""
-    existing = [int(v) for n in names if os.path.isdir(os.path.join(base, n))
-                for v in os.listdir(os.path.join(base, n)) if v.isdigit()]
+    existing = [int(v) for n in names if io.isdir(os.path.join(base, n))
+                for v in io.listdir(os.path.join(base, n)) if v.isdigit()]
     return max(existing, default=0) + 1
 
 
@@ -90,7 +106,7 @@ def write_models_config(base: str, names: Sequence[str] = ALL_MODELS) -> str:
                        "    model_version_policy { latest { num_versions: 1 } }\n  }\n" for n, p in entries)
         return "model_config_list {\n" + body + "}\n"
 
-    base = os.path.abspath(base)
+    base = base if io.is_uri(base) else os.path.abspath(base)
     with atomic_open(os.path.join(base, MODELS_CONFIG)) as f:
         f.write(config([(n, os.path.join(base, n)) for n in names]))
     with atomic_open(os.path.join(base, STOCK_MODELS_CONFIG)) as f:

@@ -11,6 +11,7 @@ import tensorflow as tf
 from tfx.utils import path_utils
 
 from learn_tf.data import schema
+from learn_tf.utils import io
 
 ITEMS_SPLIT = "items"
 INTERACTIONS_SPLIT = "interactions"
@@ -27,9 +28,7 @@ def trained_towers_dir(model_uri: str) -> str:
 
 def write_text(path: str, text: str) -> None:
     """Writes a text file into an artifact (local or object-store URI), creating its directory."""
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(text)
+    io.write_bytes(path, text.encode("utf-8"))
 
 
 def split_files(examples_uri: str, split: str) -> list[str]:
@@ -39,7 +38,7 @@ def split_files(examples_uri: str, split: str) -> list[str]:
       FileNotFoundError: the split directory is missing or empty.
     """
     pattern = os.path.join(examples_uri, f"Split-{split}", "*")
-    files = sorted(tf.io.gfile.glob(pattern))
+    files = io.glob(pattern)
     if not files:
         raise FileNotFoundError(f"no files match {pattern}: the Examples artifact has no split {split!r}")
     return files

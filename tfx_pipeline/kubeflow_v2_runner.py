@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from learn_tf.config import Config, load_config
+from learn_tf.utils import io
 from tfx_pipeline.pipeline import create_pipeline, pipeline_name, resolve_schema_path
 
 DEFAULT_IMAGE = "gcr.io/{project}/learn-tf:latest"
@@ -83,10 +84,10 @@ def compile_vertex_pipeline(cfg: Config, output_dir: str, image: Optional[str] =
         config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
             default_image=image or DEFAULT_IMAGE.format(project=project)),
         output_dir=output_dir, output_filename=PIPELINE_FILE)
-    os.makedirs(output_dir, exist_ok=True)
+    io.makedirs(output_dir)
     path = os.path.join(output_dir, PIPELINE_FILE)
-    if os.path.exists(path):
-        os.remove(path)
+    if io.exists(path):
+        io.remove(path)
     runner.run(pipeline, write_out=True)
     return path
 

@@ -11,6 +11,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from learn_tf.training.jobs import TOWERS_FILE
+from learn_tf.utils import io
 from tfx_pipeline import data_io
 from tfx_pipeline.components.blessing import BLESSED_KEY, PUSHED_KEY
 from tfx_pipeline.metadata import connection_config, readonly_sqlite_config
@@ -51,7 +52,7 @@ def open_store(metadata_path: str) -> Any:
     """
     if metadata_path.startswith("mysql://"):
         return metadata_store.MetadataStore(connection_config(metadata_path))
-    if not os.path.exists(metadata_path):
+    if not os.path.exists(metadata_path):  # ML Metadata is a local sqlite file (or MySQL above)
         raise FileNotFoundError(f"{metadata_path} not found; run `learn pipeline run` first")
     return metadata_store.MetadataStore(readonly_sqlite_config(metadata_path))
 
@@ -180,7 +181,7 @@ def format_lineage(executions: list[NodeExecution], run_id: str = "") -> str:
 
 def latest_pushed_towers(metadata_path: str, pipeline_name: str) -> Optional[str]:
     """The trained towers (`<model>/Format-Serving/towers`) of the most recent run that pushed a model, if any."""
-    if not os.path.exists(metadata_path) and "://" not in metadata_path:
+    if not os.path.exists(metadata_path) and "://" not in metadata_path:  # ML Metadata: local sqlite or a URL
         return None
     store = open_store(metadata_path)
     for run_id in reversed(run_ids(store, pipeline_name)):
@@ -190,6 +191,6 @@ def latest_pushed_towers(metadata_path: str, pipeline_name: str) -> Optional[str
         if not pushed or not pushed.properties.get(PUSHED_KEY) or not trainer or not trainer.outputs.get("model"):
             continue
         path = data_io.trained_towers_dir(trainer.outputs["model"][0].uri)
-        if os.path.exists(os.path.join(path, TOWERS_FILE)):
+        if io.exists(os.path.join(path, TOWERS_FILE)):
             return path
     return None

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 from tfx import v1 as tfx
 
 from learn_tf.config import Config
+from learn_tf.utils import io
 from tfx_pipeline.metadata import metadata_config
 from tfx_pipeline.pipeline import create_pipeline, resolve_schema_path
 
@@ -24,10 +25,15 @@ def run_local_pipeline(cfg: Config, data_dir: str, enable_cache: bool = True, co
       DataValidationError: the data gate stopped the run (readable report).
       Any executor's exception: the run stops at that component.
     """
-    pipeline = create_pipeline(cfg, data_dir=os.path.abspath(data_dir),
-                               pipeline_root=os.path.abspath(cfg.resolved_pipeline_root()),
+    pipeline = create_pipeline(cfg, data_dir=_absolute(data_dir),
+                               pipeline_root=_absolute(cfg.resolved_pipeline_root()),
                                metadata_connection_config=metadata_config(cfg),
                                beam_pipeline_args=beam_pipeline_args, enable_cache=enable_cache,
-                               model_base=os.path.abspath(cfg.resolved_model_base()),
+                               model_base=_absolute(cfg.resolved_model_base()),
                                schema_path=resolve_schema_path(cfg, config_dir))
     tfx.orchestration.LocalDagRunner().run(pipeline)
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute; an object-store URI (gs://, s3://) as it is."""
+    return path if io.is_uri(path) else os.path.abspath(path)

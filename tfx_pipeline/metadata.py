@@ -29,7 +29,7 @@ def connection_config(metadata_path: str, create_dirs: bool = True) -> metadata_
             host=u.hostname, port=u.port or 3306, database=database, username=unquote(u.username or "root"),
             password=unquote(u.password) if u.password else os.environ.get("LEARN_MLMD_PASSWORD", ""))
     if create_dirs:
-        os.makedirs(os.path.dirname(os.path.abspath(metadata_path)), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(metadata_path)), exist_ok=True)  # ML Metadata: local sqlite
     return metadata.sqlite_metadata_connection_config(metadata_path)
 
 

@@ -29,6 +29,7 @@ from tfx import v1 as tfx
 from learn_tf.config import Config
 from learn_tf.data import schema as data_schema
 from learn_tf.training.jobs import model_name
+from learn_tf.utils import io
 from tfx_pipeline import data_io
 from tfx_pipeline.components import (DataGate, ItemEmbeddingGen, LearnTrainer, RetrievalEvaluator, ServingPusher,
                                      SplitGen)
@@ -56,12 +57,14 @@ def resolve_schema_path(cfg: Config, config_dir: Optional[str] = None) -> Option
     path = cfg.pipeline.schema_path
     if not path:
         return None
+    if io.is_uri(path):
+        return path  # a schema on an object store: ImportSchemaGen reads it through TFX's fileio
     if os.path.isabs(path):
         candidates = [path]
     else:
         candidates = [os.path.join(d, path) for d in (config_dir, os.getcwd(), ROOT) if d]
     for c in candidates:
-        if os.path.isfile(c):
+        if os.path.isfile(c):  # a curated schema shipped with the repo / config (a local input file)
             return os.path.abspath(c)
     raise FileNotFoundError(f"pipeline.schema_path {path!r} not found (tried {', '.join(candidates)})")
 

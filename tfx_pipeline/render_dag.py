@@ -37,7 +37,7 @@ NOTES = {
 def dag_edges() -> list[tuple[str, str]]:
     """(upstream, downstream) node ids of the pipeline built for the tiny config."""
     cfg = load_config(os.path.join(ROOT, "configs", "tiny.yaml"))
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d:  # docs tool: graphviz scratch files, not artifacts
         p = create_pipeline(cfg, data_dir=d, pipeline_root=d)
     return sorted((u.id, c.id) for c in p.components for u in c.upstream_nodes)
 
@@ -73,7 +73,7 @@ def render_dag(path: str, edges: Optional[Sequence[tuple[str, str]]] = None) -> 
     ax.axis("off")
     ax.set_title("LEARN-TF TFX pipeline (arrows: artifact and ordering dependencies from create_pipeline)",
                  fontsize=11)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # docs tool: the PNG goes to docs/
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -21,6 +21,7 @@ import tensorflow_transform as _tft
 
 from learn_tf.training import jobs as _jobs
 from learn_tf.training import trainer as _trainer
+from learn_tf.utils import io as _io
 from tfx_pipeline import data_io as _data_io
 from tfx_pipeline import training_data as _training_data
 from tfx_pipeline.components.trainer import read_custom_config as _read_custom_config
@@ -44,14 +45,19 @@ def run_fn(fn_args: "tfx.components.FnArgs") -> None:
           f"vocabulary {len(vocab):,} ({len(outside)} ids outside the catalogue, "
           f"{data['unknown_dropped']:,} interactions dropped)")
     towers = _jobs.build_towers(sections, kind, catalogue, data["content"])
-    result = _trainer.train(towers, catalogue, data["sequences"], data["cases"]("validation"),
-                            _jobs.train_settings(sections, verbose=0), output_dir=fn_args.model_run_dir)
-    _jobs.save_towers(towers, catalogue, _os.path.join(fn_args.serving_model_dir, _data_io.TOWERS_SUBDIR),
-                      {"kind": kind, "max_len": sections.train.max_len, "best_epoch": result.best_epoch,
-                       "best_val_ndcg@10": result.best_metric, "model_config": _asdict(sections.model),
-                       "embedding": _jobs.embedding_info(data["embedding_manifest"])})
-    with open(_os.path.join(fn_args.model_run_dir, "train_summary.json"), "w", encoding="utf-8") as f:
-        _json.dump({"name": name, "best_epoch": result.best_epoch, "best_val_ndcg@10": result.best_metric,
-                    "seconds": round(result.seconds, 1)}, f, indent=2)
+    # The trainer and save_towers write local files (checkpoints, curves, Keras weights): on an object
+    # store they write into local folders that are uploaded afterwards, towers.json last.
+    with _io.staged_dir(fn_args.model_run_dir) as run_dir:
+        result = _trainer.train(towers, catalogue, data["sequences"], data["cases"]("validation"),
+                                _jobs.train_settings(sections, verbose=0), output_dir=run_dir)
+    towers_out = _os.path.join(fn_args.serving_model_dir, _data_io.TOWERS_SUBDIR)
+    with _io.staged_dir(towers_out, last=(_jobs.TOWERS_FILE,)) as towers_dir:
+        _jobs.save_towers(towers, catalogue, towers_dir,
+                          {"kind": kind, "max_len": sections.train.max_len, "best_epoch": result.best_epoch,
+                           "best_val_ndcg@10": result.best_metric, "model_config": _asdict(sections.model),
+                           "embedding": _jobs.embedding_info(data["embedding_manifest"])})
+    _data_io.write_text(_os.path.join(fn_args.model_run_dir, "train_summary.json"), _json.dumps(
+        {"name": name, "best_epoch": result.best_epoch, "best_val_ndcg@10": result.best_metric,
+         "seconds": round(result.seconds, 1)}, indent=2))
     print(f"[learn pipeline] {name}: best validation NDCG@10 {result.best_metric:.4f} at epoch {result.best_epoch} "
           f"(training {result.seconds:.0f} s)")

@@ -11,6 +11,7 @@ from learn_tf.data.splits import read_splits
 from learn_tf.embeddings.store import load_embeddings
 from learn_tf.evaluation.cases import add_earlier_items
 from learn_tf.training.jobs import training_inputs
+from learn_tf.utils import io
 from tfx_pipeline import data_io
 
 
@@ -27,7 +28,7 @@ def load_pipeline_data(interactions: pd.DataFrame, embeddings_uri: str, split_ur
       {"items", "interactions", "unknown_dropped", "splits", "catalogue", "content", "sequences",
       "embedding_manifest", "cases": split name -> cases with earlier items}.
     """
-    items = pd.read_parquet(os.path.join(embeddings_uri, data_io.ITEMS_FILE))
+    items = io.read_parquet(os.path.join(embeddings_uri, data_io.ITEMS_FILE))
     interactions, dropped = data_io.known_interactions(interactions, items)
     splits = read_splits(split_uri)
     ids, matrix, manifest = load_embeddings(os.path.join(embeddings_uri, data_io.EMBEDDINGS_SUBDIR))

@@ -21,6 +21,7 @@ from learn_tf.data import schema
 from learn_tf.data.report import TableLog, format_report, write_rejects
 from learn_tf.data.sources import RawTables
 from learn_tf.data.tfrecords import write_interactions_tfrecord, write_items_tfrecord
+from learn_tf.utils import io
 from learn_tf.utils.io import atomic_path, sha256_file, write_json
 
 
@@ -210,7 +211,7 @@ def ingest(cfg: DataConfig, output_dir: str, write_tfrecords: bool = True, echo:
     items_log.check_balance()
     inter_log.check_balance()
 
-    os.makedirs(output_dir, exist_ok=True)
+    io.makedirs(output_dir)
     _write_parquet(items, schema.ITEMS_SCHEMA, os.path.join(output_dir, schema.ITEMS_FILE))
     _write_parquet(interactions, schema.INTERACTIONS_SCHEMA, os.path.join(output_dir, schema.INTERACTIONS_FILE))
     if write_tfrecords:
@@ -262,7 +263,7 @@ def read_ingested(output_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     frames = []
     for name in (schema.ITEMS_FILE, schema.INTERACTIONS_FILE):
         path = os.path.join(output_dir, name)
-        if not os.path.exists(path):
+        if not io.exists(path):
             raise FileNotFoundError(f"{path} not found; run `learn ingest` first")
-        frames.append(pd.read_parquet(path))
+        frames.append(io.read_parquet(path))
     return frames[0], frames[1]

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from learn_tf.config import SplitConfig
+from learn_tf.utils import io
 from learn_tf.utils.io import atomic_path, sha256_file, write_json
 
 TRAIN_FILE = "train.parquet"
@@ -186,7 +187,7 @@ def write_splits(splits: Splits, output_dir: str) -> dict[str, Any]:
 
     Outputs are byte-identical for identical inputs and config (no timestamps).
     """
-    os.makedirs(output_dir, exist_ok=True)
+    io.makedirs(output_dir)
     for frame, sch, name in (
         (splits.train, TRAIN_SCHEMA, TRAIN_FILE),
         (splits.eval_cases, EVAL_SCHEMA, EVAL_FILE),
@@ -205,17 +206,14 @@ def read_splits(output_dir: str) -> Splits:
     Raises:
       FileNotFoundError: naming the missing file and the command that makes it.
     """
-    import json
-
     frames = []
     for name in (TRAIN_FILE, EVAL_FILE, ITEM_STATS_FILE, MANIFEST_FILE):
         path = os.path.join(output_dir, name)
-        if not os.path.exists(path):
+        if not io.exists(path):
             raise FileNotFoundError(f"{path} not found; run `learn split` (or `learn ingest`) first")
     for name in (TRAIN_FILE, EVAL_FILE, ITEM_STATS_FILE):
-        frames.append(pd.read_parquet(os.path.join(output_dir, name)))
-    with open(os.path.join(output_dir, MANIFEST_FILE), encoding="utf-8") as f:
-        summary = json.load(f)
+        frames.append(io.read_parquet(os.path.join(output_dir, name)))
+    summary = io.read_json(os.path.join(output_dir, MANIFEST_FILE))
     return Splits(train=frames[0], eval_cases=frames[1], item_stats=frames[2], summary=summary)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from learn_tf.utils import io
 from learn_tf.utils.io import atomic_path, write_json
 
 
@@ -40,7 +41,7 @@ def write_stats(items: pd.DataFrame, interactions: pd.DataFrame, output_dir: str
     import matplotlib.pyplot as plt
 
     stats = dataset_stats(items, interactions)
-    os.makedirs(output_dir, exist_ok=True)
+    io.makedirs(output_dir)
     write_json(os.path.join(output_dir, "stats.json"), stats)
     lengths = interactions.groupby("user_id").size().to_numpy()
     pop = np.sort(interactions["item_id"].value_counts().reindex(items["item_id"], fill_value=0).to_numpy())[::-1]

@@ -8,8 +8,9 @@ previous publication intact, and a re-run publishes exactly one embedding per
 item.
 
 This module is the one reader and writer of those files (the Beam job and its
-publication step use it too). All file access goes through `tf.io.gfile`, so a
-directory may be local or on an object store (`gs://...`).
+publication step use it too). All file access goes through `learn_tf.utils.io`
+(`tf.io.gfile`, Beam `FileSystems` for `gs://`), so a directory may be local or
+on an object store (`gs://...`, `s3://...`).
 """
 
 from __future__ import annotations
@@ -17,16 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from typing import Any, Iterable, Optional
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
-import tensorflow as tf
 
 from learn_tf.embeddings.postprocess import Transform
+from learn_tf.utils import io
 
 MANIFEST = "manifest.json"
 TRANSFORM = "transform.npz"
@@ -100,50 +99,39 @@ def listed_files(manifest: dict[str, Any]) -> list[str]:
 def list_run_shards(directory: str, kind: str, run_id: str, suffix: str) -> list[str]:
     """Sorted names of the shards of `kind` with `suffix` (".parquet", ".tfrecord") one run wrote."""
     pattern = f"{shard_prefix(directory, kind, run_id)}-*{suffix}"
-    return sorted(os.path.basename(p) for p in tf.io.gfile.glob(pattern))
+    return sorted(os.path.basename(p) for p in io.glob(pattern))
 
 
 # --------------------------------------------------------------------------- generic file access
 
 
-def _open_for_write(path: str, mode: str) -> tf.io.gfile.GFile:
-    """Opens `path` for writing, creating its folder first (as Beam's `FileSystems.create` does)."""
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    return tf.io.gfile.GFile(path, mode)
-
-
 def read_json(path: str) -> Any:
     """Parses the JSON file at `path`."""
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.loads(f.read())
+    return io.read_json(path)
 
 
 def write_json(path: str, obj: Any) -> None:
     """Writes `obj` as indented, key-sorted JSON; the file appears under `path` only when complete.
 
-    Written beside the target and renamed onto it: atomic on a local disk; on
-    an object store the final object is created in one piece.
+    Renamed onto the target locally; on an object store the object is
+    uploaded in one request (`learn_tf.utils.io.atomic_path`).
     """
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with _open_for_write(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    move(tmp, path)
+    io.write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def makedirs(directory: str) -> None:
     """Creates `directory` and its parents if missing."""
-    tf.io.gfile.makedirs(directory)
+    io.makedirs(directory)
 
 
 def move(src: str, dst: str) -> None:
     """Renames `src` onto `dst` (replacing it)."""
-    tf.io.gfile.rename(src, dst, overwrite=True)
+    io.rename(src, dst)
 
 
 def read_parquet(path: str, columns: Optional[list[str]] = None) -> pa.Table:
     """One Parquet file (local or object store) as an Arrow table."""
-    with tf.io.gfile.GFile(path, "rb") as f:
-        return pq.read_table(pa.BufferReader(f.read()), columns=columns)
+    return io.read_table(path, columns)
 
 
 def _read_parquet_files(directory: str, files: list[str], columns: list[str]) -> pd.DataFrame:
@@ -154,7 +142,7 @@ def _read_parquet_files(directory: str, files: list[str], columns: list[str]) ->
 
 
 def _all_exist(directory: str, files: Iterable[str]) -> bool:
-    return all(tf.io.gfile.exists(os.path.join(directory, f)) for f in files)
+    return all(io.exists(os.path.join(directory, f)) for f in files)
 
 
 # --------------------------------------------------------------------------- manifest and transform
@@ -163,7 +151,7 @@ def _all_exist(directory: str, files: Iterable[str]) -> bool:
 def read_manifest(directory: str) -> Optional[dict[str, Any]]:
     """The published manifest of `directory`, or None when nothing is published."""
     path = os.path.join(directory, MANIFEST)
-    if not tf.io.gfile.exists(path):
+    if not io.exists(path):
         return None
     return read_json(path)
 
@@ -181,27 +169,24 @@ def files_present(directory: str, manifest: dict[str, Any]) -> bool:
 def remove_unlisted(directory: str, manifest: dict[str, Any]) -> None:
     """Deletes run files (shards, transforms, staging and Beam temp dirs) that `manifest` does not list."""
     keep = {MANIFEST, *listed_files(manifest)}
-    for name in tf.io.gfile.listdir(directory):
-        name = name.rstrip("/")  # object stores list folders with a trailing slash
+    for name in io.listdir(directory):
         if name in keep or not name.startswith(RUN_FILE_PREFIXES):
             continue
         path = os.path.join(directory, name)
-        if tf.io.gfile.isdir(path):
-            tf.io.gfile.rmtree(path)
+        if io.isdir(path):
+            io.rmtree(path)
         else:
-            tf.io.gfile.remove(path)
+            io.remove(path)
 
 
 def write_transform(path: str, transform: Transform) -> None:
     """Writes a post-processing transform (.npz)."""
-    with _open_for_write(path, "wb") as f:
-        f.write(transform.to_bytes())
+    io.write_bytes(path, transform.to_bytes())
 
 
 def read_transform(path: str) -> Transform:
     """Reads a transform written by `write_transform`."""
-    with tf.io.gfile.GFile(path, "rb") as f:
-        return Transform.from_bytes(f.read())
+    return Transform.from_bytes(io.read_bytes(path))
 
 
 def load_transform(directory: str) -> Transform:
@@ -229,7 +214,7 @@ def load_embeddings(directory: str) -> tuple[np.ndarray, np.ndarray, dict[str, A
     if manifest is None:
         raise FileNotFoundError(f"{os.path.join(directory, MANIFEST)} not found; run `learn embed` first")
     for f in manifest["files"]["parquet"]:
-        if not tf.io.gfile.exists(os.path.join(directory, f)):
+        if not io.exists(os.path.join(directory, f)):
             raise ValueError(f"{directory}: manifest lists {f}, which is missing")
     df = _read_parquet_files(directory, manifest["files"]["parquet"], ["item_id", "embedding"])
     df = df.sort_values("item_id", kind="mergesort")

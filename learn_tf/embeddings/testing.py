@@ -36,7 +36,7 @@ def make_tiny_decoder_preset(path: str, hidden_dim: int = 16, num_layers: int = 
         vocabulary_size=len(vocab), num_layers=num_layers, num_query_heads=4, hidden_dim=hidden_dim,
         intermediate_dim=2 * hidden_dim, num_key_value_heads=2,
     )
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(path, exist_ok=True)  # test presets: local folders
     backbone.save_to_preset(path)
     tokenizer.save_to_preset(path)
     return path

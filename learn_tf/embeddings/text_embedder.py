@@ -33,7 +33,7 @@ def bucket_length(n_tokens: int, max_tokens: int, multiple: int = PAD_MULTIPLE) 
 def _backbone_overrides(preset: str) -> dict[str, float]:
     """Config values keras-hub's Hugging Face llama loader ignores (it fixes RMSNorm eps at 1e-6)."""
     path = os.path.join(preset, "config.json")
-    if not os.path.isfile(path):
+    if not os.path.isfile(path):  # a keras-hub preset folder: a local model, not an artifact
         return {}
     with open(path, encoding="utf-8") as f:
         cfg = json.load(f)

@@ -14,6 +14,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from learn_tf.utils import io
 from tfx_pipeline import data_io
 from tfx_pipeline.components.artifacts import DataReport
 
@@ -43,11 +44,10 @@ def anomaly_lines(anomalies_artifact: Artifact) -> list[str]:
     splits = json.loads(anomalies_artifact.split_names or "[]")
     for split in splits:
         path = os.path.join(anomalies_artifact.uri, f"Split-{split}", "SchemaDiff.pb")
-        if not os.path.exists(path):
+        if not io.exists(path):
             continue
         a = anomalies_pb2.Anomalies()
-        with open(path, "rb") as f:
-            a.ParseFromString(f.read())
+        a.ParseFromString(io.read_bytes(path))
         for feature, info in sorted(a.anomaly_info.items()):
             lines.append(f"  [{split}] feature '{feature}': {info.short_description} ({info.description})")
         if a.HasField("dataset_anomaly_info"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any, Optional
 
 from tfx import types
@@ -14,6 +13,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from beam.embed_pipeline import run_embedding_job
 from learn_tf.embeddings import store
+from learn_tf.utils import io
 from tfx_pipeline import data_io
 from tfx_pipeline.components.artifacts import DataReport, ItemEmbeddings
 
@@ -49,12 +49,11 @@ class ItemEmbeddingGenExecutor(base_beam_executor.BaseBeamExecutor):
         """Embeds the catalogue into the persistent cache dir, then snapshots the published files."""
         examples_uri = artifact_utils.get_single_uri(input_dict["examples"])
         out = artifact_utils.get_single_instance(output_dict["embeddings"])
-        os.makedirs(out.uri, exist_ok=True)
         items = data_io.read_items(examples_uri)
         items_path = os.path.join(out.uri, data_io.ITEMS_FILE)
-        items.sort_values("item_id", kind="mergesort").reset_index(drop=True).to_parquet(items_path, index=False)
+        io.write_parquet(items.sort_values("item_id", kind="mergesort").reset_index(drop=True), items_path)
         cache_dir = exec_properties["cache_dir"]
-        os.makedirs(cache_dir, exist_ok=True)
+        io.makedirs(cache_dir)
         p = exec_properties
         result = run_embedding_job(
             items_path, cache_dir, model=p["model"], template=p["template"], pooling=p["pooling"],
@@ -63,10 +62,10 @@ class ItemEmbeddingGenExecutor(base_beam_executor.BaseBeamExecutor):
             beam_args=list(self._beam_pipeline_args) or ["--direct_running_mode=in_memory"])
         m = result.manifest
         # Snapshot the published files: the cache directory moves on, the artifact must not.
+        # The manifest goes last: a reader never sees it before the files it lists.
         dest = os.path.join(out.uri, data_io.EMBEDDINGS_SUBDIR)
-        os.makedirs(dest, exist_ok=True)
-        for name in [store.MANIFEST, *store.listed_files(m)]:
-            shutil.copy2(os.path.join(cache_dir, name), os.path.join(dest, name))
+        for name in [*store.listed_files(m), store.MANIFEST]:
+            io.copy(os.path.join(cache_dir, name), os.path.join(dest, name))
         for key in ("count", "dim", "input_dim"):
             out.set_int_custom_property(key, int(m[key]))
         for key in ("model_id", "checksum", "postprocess"):

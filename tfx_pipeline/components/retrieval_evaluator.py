@@ -15,6 +15,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from learn_tf.evaluation.report import format_table, write_report
 from learn_tf.evaluation.trained import evaluate_trained
 from learn_tf.training.jobs import load_towers
+from learn_tf.utils import io
 from tfx_pipeline import data_io
 from tfx_pipeline.components.artifacts import ItemEmbeddings, Split
 from tfx_pipeline.components.blessing import blessing_reasons, record_blessing
@@ -57,12 +58,13 @@ class RetrievalEvaluatorExecutor(base_executor.BaseExecutor):
             data_io.read_interactions(artifact_utils.get_single_uri(input_dict["examples"])),
             artifact_utils.get_single_uri(input_dict["item_embeddings"]),
             artifact_utils.get_single_uri(input_dict["split"]))
-        trained = {name: load_towers(data_io.trained_towers_dir(model_uri),
-                                     embedding_manifest=data["embedding_manifest"])}
+        with io.local_copy(data_io.trained_towers_dir(model_uri)) as towers_dir:  # load_towers reads local files
+            trained = {name: load_towers(towers_dir, embedding_manifest=data["embedding_manifest"])}
         results = evaluate_trained(trained, data["catalogue"], data["content"], data["splits"], data["interactions"],
                                    split, baselines=BASELINES)
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
-        write_report(results, evaluation.uri, plots=False)
+        with io.staged_dir(evaluation.uri) as report_dir:  # write_report writes local files; uploaded if a URI
+            write_report(results, report_dir, plots=False)
         print(format_table(results))
 
         def ndcg(model: str) -> float:
@@ -73,7 +75,6 @@ class RetrievalEvaluatorExecutor(base_executor.BaseExecutor):
         reasons = blessing_reasons(ndcg(name), ndcg("content_knn"), min_ndcg, must_beat)
         blessed = not reasons
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
-        os.makedirs(blessing.uri, exist_ok=True)
         data_io.write_text(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "")
         data_io.write_text(os.path.join(blessing.uri, "verdict.json"), json.dumps(
             {"blessed": blessed, "reasons": reasons, "ndcg@10": ndcg(name), "content_knn_ndcg@10": ndcg("content_knn"),

@@ -15,8 +15,9 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from learn_tf.config import ServingConfig
 from learn_tf.data.splits import read_splits
+from learn_tf.utils import io
 from serving.export import export_trained
-from serving.layout import next_version, write_models_config
+from serving.layout import SAVED_MODEL_FILE, next_version, write_models_config
 from tfx_pipeline import data_io, sections
 from tfx_pipeline.components.artifacts import Split
 from tfx_pipeline.components.blessing import PUSHED_KEY, is_blessed, not_blessed_reasons
@@ -57,10 +58,10 @@ def export_models(towers_dir: str, split_uri: str, transform_output: str, settin
 def exported_models(export_dir: str) -> dict[str, str]:
     """{model name: latest version dir} of the SavedModels exported under `export_dir`."""
     found = {}
-    if os.path.isdir(export_dir):
-        for name in sorted(os.listdir(export_dir)):
+    if io.isdir(export_dir):
+        for name in io.listdir(export_dir):
             d = os.path.join(export_dir, name)
-            versions = sorted((v for v in os.listdir(d) if v.isdigit()), key=int) if os.path.isdir(d) else []
+            versions = sorted((v for v in io.listdir(d) if v.isdigit()), key=int) if io.isdir(d) else []
             if versions:
                 found[name] = os.path.join(d, versions[-1])
     return found
@@ -69,9 +70,11 @@ def exported_models(export_dir: str) -> dict[str, str]:
 def push_models(export_dir: str, model_base: str) -> tuple[int, dict[str, str]]:
     """Copies every exported SavedModel to `<model_base>/<name>/<version>/`, atomically per model.
 
-    All copies go to hidden temporary directories first; only when every copy
-    is complete are they renamed into place (TF Serving ignores non-numeric
-    directories), then `models.config` is rewritten.
+    Local model base: all copies go to hidden temporary directories first;
+    only when every copy is complete are they renamed into place (TF Serving
+    ignores non-numeric directories). Object store (no directory rename):
+    each version is copied with `saved_model.pb` last, so it is loadable only
+    once complete. Then `models.config` is rewritten (written last).
 
     Returns:
       (version, {name: pushed path}).
@@ -80,21 +83,29 @@ def push_models(export_dir: str, model_base: str) -> tuple[int, dict[str, str]]:
     if not models:
         raise FileNotFoundError(f"no SavedModels under {export_dir}")
     version = next_version(model_base, list(models))  # one above any existing version of these models
-    staged = {}
+    if io.is_uri(model_base):
+        pushed = {}
+        for name, src in models.items():
+            dst = os.path.join(model_base, name, str(version))
+            io.copy_tree(src, dst, last=(SAVED_MODEL_FILE,))
+            pushed[name] = dst
+        write_models_config(model_base, list(models))
+        return version, pushed
+    staged = {}  # local model base (`shutil`/`os.rename` below act on it only)
     try:
         for name, src in models.items():
             tmp = os.path.join(model_base, name, f".tmp-{version}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp)
+            shutil.rmtree(tmp, ignore_errors=True)  # local model base
+            io.copy_tree(src, tmp)
             staged[name] = tmp
         pushed = {}
         for name, tmp in staged.items():
             dst = os.path.join(model_base, name, str(version))
-            os.rename(tmp, dst)
+            os.rename(tmp, dst)  # local model base: atomic directory rename
             pushed[name] = dst
     finally:
         for tmp in staged.values():
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # local model base: leftovers of a failed push
     write_models_config(model_base, list(models))
     return version, pushed
 
