@@ -96,9 +96,12 @@ def lineage_command(cfg: Config, run_id: Optional[str] = None) -> int:
 
 
 def compile_vertex_command(cfg: Config, output_dir: str, image: Optional[str] = None,
-                           data_root: Optional[str] = None, config_dir: Optional[str] = None) -> int:
-    """`learn pipeline compile`: writes the Vertex AI Pipelines JSON (Dataflow Beam args); never submits."""
-    path = compile_vertex_pipeline(cfg, output_dir, image=image, data_root=data_root, config_dir=config_dir)
+                           data_root: Optional[str] = None, config_dir: Optional[str] = None,
+                           trainer_workers: int = 0, trainer_machine_type: str = "n1-standard-8") -> int:
+    """`learn pipeline compile`: writes the Vertex AI Pipelines JSON (Dataflow Beam args, optionally the
+    Trainer's Vertex AI Training worker pools); never submits."""
+    path = compile_vertex_pipeline(cfg, output_dir, image=image, data_root=data_root, config_dir=config_dir,
+                                   trainer_workers=trainer_workers, trainer_machine_type=trainer_machine_type)
     tasks = io.read_json(path)["pipelineSpec"]["root"]["dag"]["tasks"]
     print(f"wrote {path} ({len(tasks)} components: {', '.join(sorted(tasks))})")
     return 0
@@ -113,7 +116,8 @@ def cmd_pipeline(cfg: Config, args: argparse.Namespace) -> int:
     if args.action == "lineage":
         return lineage_command(cfg, run_id=args.run_id)
     return compile_vertex_command(cfg, args.json_dir or cfg.layout().vertex, image=args.image,
-                                  data_root=args.data_root, config_dir=config_dir)
+                                  data_root=args.data_root, config_dir=config_dir,
+                                  trainer_workers=args.trainer_workers, trainer_machine_type=args.trainer_machine_type)
 
 
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
@@ -134,6 +138,10 @@ def register(add) -> None:  # noqa: ANN001  (the CLI's subparser factory)
     sp.add_argument("--image", help="compile: the container image with learn-tf installed")
     sp.add_argument("--data-root", help="compile: gs:// folder with the ingested TFRecords")
     sp.add_argument("--json-dir", help="compile: where to write learn_pipeline.json (default <output>/vertex)")
+    sp.add_argument("--trainer-workers", type=int, default=0,
+                    help="compile: run the Trainer on Vertex AI Training with N replicas (multi-worker)")
+    sp.add_argument("--trainer-machine-type", default="n1-standard-8",
+                    help="compile: machine type of the Trainer's Vertex AI Training workers")
     sp = add("demo", cmd_demo, "the main job: the whole TFX pipeline on the configured data (= pipeline run)")
     sp.add_argument("--no-cache", action="store_true", help="run every component again")
     sp.add_argument("--reingest", action="store_true", help="ingest the source again before the run")

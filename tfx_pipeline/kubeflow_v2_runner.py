@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from learn_tf.config import Config, load_config
 from learn_tf.utils import io
+from tfx_pipeline.components.trainer import vertex_training_config
 from tfx_pipeline.pipeline import create_pipeline, pipeline_name, resolve_schema_path
 
 DEFAULT_IMAGE = "gcr.io/{project}/learn-tf:latest"
@@ -56,7 +57,8 @@ def dataflow_beam_args(cfg: Config) -> list[str]:
 
 
 def compile_vertex_pipeline(cfg: Config, output_dir: str, image: Optional[str] = None,
-                            data_root: Optional[str] = None, config_dir: Optional[str] = None) -> str:
+                            data_root: Optional[str] = None, config_dir: Optional[str] = None,
+                            trainer_workers: int = 0, trainer_machine_type: str = "n1-standard-8") -> str:
     """Writes the Vertex AI Pipelines job spec JSON for `cfg` into `output_dir`; returns its path.
 
     Args:
@@ -65,11 +67,16 @@ def compile_vertex_pipeline(cfg: Config, output_dir: str, image: Optional[str] =
       image: the container image with this repository installed (default gcr.io/<project>/learn-tf:latest).
       data_root: ingested data on GCS (default `<gcs_root>/data`, holding `tfrecords/`).
       config_dir: directory a relative `pipeline.schema_path` is resolved against.
+      trainer_workers: when >= 1, the Trainer runs as a Vertex AI Training job with this many replicas
+        (worker pool specs: one chief + `trainer_workers - 1` workers, MultiWorkerMirroredStrategy);
+        0 trains inside the pipeline step's container.
+      trainer_machine_type: machine type of the Trainer's worker pools.
 
     Raises:
       ValueError: GCP settings are missing.
     """
     project, root = _require_gcp(cfg)
+    image = image or DEFAULT_IMAGE.format(project=project)
     try:  # local import: the Kubeflow V2 compiler needs the optional kfp-pipeline-spec package
         from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
     except ImportError as e:  # TFX's Kubeflow V2 compiler needs kfp-pipeline-spec (tfx[kfp] extra)
@@ -79,10 +86,12 @@ def compile_vertex_pipeline(cfg: Config, output_dir: str, image: Optional[str] =
         cfg, data_dir=data_root or f"{root}/data", pipeline_root=f"{root}/tfx/{pipeline_name(cfg)}",
         metadata_connection_config=None, beam_pipeline_args=dataflow_beam_args(cfg), enable_cache=True,
         model_base=cfg.serving.model_base or f"{root}/serving", schema_path=resolve_schema_path(cfg, config_dir),
-        embedding_cache_dir=f"{root}/embedding_cache")
+        embedding_cache_dir=f"{root}/embedding_cache",
+        trainer_vertex_training=(vertex_training_config(project, cfg.pipeline.gcp_region, image, trainer_workers,
+                                                        trainer_machine_type) if trainer_workers else None))
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
         config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
-            default_image=image or DEFAULT_IMAGE.format(project=project)),
+            default_image=image),
         output_dir=output_dir, output_filename=PIPELINE_FILE)
     io.makedirs(output_dir)
     path = os.path.join(output_dir, PIPELINE_FILE)
@@ -105,9 +114,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--output", default=".", help="directory for learn_pipeline.json")
     ap.add_argument("--image", help="container image (default gcr.io/<project>/learn-tf:latest)")
     ap.add_argument("--data-root", help="ingested data on GCS (default <gcs_root>/data)")
+    ap.add_argument("--trainer-workers", type=int, default=0,
+                    help="run the Trainer on Vertex AI Training with N replicas (MultiWorkerMirroredStrategy)")
+    ap.add_argument("--trainer-machine-type", default="n1-standard-8", help="machine type of the Trainer's workers")
     args = ap.parse_args(argv)
     path = compile_vertex_pipeline(load_config(args.config), args.output, args.image, args.data_root,
-                                   os.path.dirname(os.path.abspath(args.config)))
+                                   os.path.dirname(os.path.abspath(args.config)), args.trainer_workers,
+                                   args.trainer_machine_type)
     tasks = compiled_components(path)
     print(f"wrote {path} ({len(tasks)} components: {', '.join(tasks)})")
     return 0

@@ -79,6 +79,7 @@ def create_pipeline(
     model_base: Optional[str] = None,
     schema_path: Optional[str] = None,
     embedding_cache_dir: Optional[str] = None,
+    trainer_vertex_training: Optional[dict[str, Any]] = None,
 ) -> Any:
     """Builds the LEARN pipeline (nothing runs).
 
@@ -93,6 +94,8 @@ def create_pipeline(
       schema_path: a curated schema (.pbtxt) imported with ImportSchemaGen instead of inferring one.
       embedding_cache_dir: the persistent incremental cache of the embedding job
         (default `<pipeline_root>/embedding_cache`, `RunLayout.embedding_cache`).
+      trainer_vertex_training: run the Trainer as a Vertex AI Training job with these worker pools
+        (`tfx_pipeline.components.trainer.vertex_training_config`); None trains in the pipeline's step.
 
     Returns:
       A `tfx.dsl.Pipeline` whose node ids are `COMPONENT_IDS`.
@@ -140,7 +143,8 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"], item_embeddings=embedding_gen.outputs["embeddings"],
         split=split_gen.outputs["split"], run_fn=RUN_FN, model=cfg.model, train=cfg.train, model_kind=p.model_kind,
         train_args=tfx.proto.TrainArgs(splits=[data_io.INTERACTIONS_SPLIT]),
-        eval_args=tfx.proto.EvalArgs(splits=[data_io.INTERACTIONS_SPLIT])).with_id("Trainer")
+        eval_args=tfx.proto.EvalArgs(splits=[data_io.INTERACTIONS_SPLIT]),
+        vertex_training=trainer_vertex_training).with_id("Trainer")
     evaluator = RetrievalEvaluator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
         item_embeddings=embedding_gen.outputs["embeddings"], split=split_gen.outputs["split"],

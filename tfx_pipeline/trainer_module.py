@@ -19,6 +19,7 @@ from dataclasses import asdict as _asdict
 import tensorflow as _tf
 import tensorflow_transform as _tft
 
+from learn_tf.training import distribute as _distribute
 from learn_tf.training import jobs as _jobs
 from learn_tf.training import trainer as _trainer
 from learn_tf.utils import io as _io
@@ -50,12 +51,16 @@ def run_fn(fn_args: "tfx.components.FnArgs") -> None:
     with _io.staged_dir(fn_args.model_run_dir) as run_dir:
         result = _trainer.train(towers, catalogue, data["sequences"], data["cases"]("validation"),
                                 _jobs.train_settings(sections, verbose=0), output_dir=run_dir)
-    towers_out = _os.path.join(fn_args.serving_model_dir, _data_io.TOWERS_SUBDIR)
+    # Under MultiWorkerMirroredStrategy (TF_CONFIG) every worker ends with the same weights; only the chief
+    # publishes them, the others write to scratch.
+    towers_out = _distribute.worker_output_dir(_os.path.join(fn_args.serving_model_dir, _data_io.TOWERS_SUBDIR))
     with _io.staged_dir(towers_out, last=(_jobs.TOWERS_FILE,)) as towers_dir:
         _jobs.save_towers(towers, catalogue, towers_dir,
                           {"kind": kind, "max_len": sections.train.max_len, "best_epoch": result.best_epoch,
                            "best_val_ndcg@10": result.best_metric, "model_config": _asdict(sections.model),
                            "embedding": _jobs.embedding_info(data["embedding_manifest"])})
+    if not _distribute.is_chief():
+        return
     _data_io.write_text(_os.path.join(fn_args.model_run_dir, "train_summary.json"), _json.dumps(
         {"name": name, "best_epoch": result.best_epoch, "best_val_ndcg@10": result.best_metric,
          "seconds": round(result.seconds, 1)}, indent=2))

@@ -17,6 +17,7 @@ import tensorflow as tf
 from learn_tf.embeddings.postprocess import mean_pairwise_cosine
 from learn_tf.models.catalogue import Catalogue, TowerScorer, UnknownItemError, check_towers_fit
 from learn_tf.models.retrieval_model import RetrievalModel
+from learn_tf.training.distribute import distributed_towers, worker_output_dir
 from learn_tf.training.sampler import SamplerSettings, SequenceSampler
 from learn_tf.training.schedule import WarmupCosine
 from learn_tf.utils.io import atomic_path, write_json
@@ -167,7 +168,7 @@ class _EvalCallback(tf.keras.callbacks.Callback):
         row = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))), "val_ndcg@10": ndcg,
                "item_mean_cosine": item_cos, "learning_rate": float(self.model.optimizer.learning_rate(
                    self.model.optimizer.iterations)) if callable(self.model.optimizer.learning_rate) else
-               float(self.model.optimizer.learning_rate)}
+               float(tf.convert_to_tensor(self.model.optimizer.learning_rate))}
         self.history.append(row)
         print(f"  epoch {epoch + 1}: loss {row['loss']:.4f} (uniform {self.uniform_loss:.2f}), "
               f"val NDCG@10 {ndcg:.4f} ({self.s.early_stopping_protocol}), item mean cosine {item_cos:.3f}",
@@ -196,6 +197,13 @@ class _EvalCallback(tf.keras.callbacks.Callback):
 
 def train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np.ndarray], val_cases: pd.DataFrame,
           settings: TrainSettings, output_dir: Optional[str] = None) -> TrainResult:
+    """`_train` under the `TF_CONFIG` strategy (`learn_tf.training.distribute`); unchanged without one."""
+    with distributed_towers(towers) as replica:
+        return _train(replica, catalogue, train_sequences, val_cases, settings, worker_output_dir(output_dir))
+
+
+def _train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np.ndarray], val_cases: pd.DataFrame,
+           settings: TrainSettings, output_dir: Optional[str] = None) -> TrainResult:
     """Trains `towers` with the dense all-action task; restores the best-validation weights.
 
     Args:

@@ -4,16 +4,23 @@ Its `custom_config` carries only what training reads: the `model` and
 `train` config sections (as plain data under "config") and the model kind.
 The executor adds the URIs of the embeddings and the split to the FnArgs,
 which are not execution properties and so never affect the cache.
+
+On Vertex AI the Trainer can run as a Vertex AI Training job with several
+worker pools (`vertex_training_config`): `VertexLearnTrainerExecutor` submits
+it, each replica runs `LearnTrainerExecutor` with Vertex's `TF_CONFIG`, and
+`learn_tf.training.distribute` trains with MultiWorkerMirroredStrategy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from tfx import types
 from tfx.components.trainer import executor as trainer_executor
 from tfx.dsl.components.base import base_component, executor_spec
+from tfx.extensions.google_cloud_ai_platform import constants as vertex_constants
+from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_executor
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec
@@ -71,6 +78,31 @@ class LearnTrainerExecutor(trainer_executor.GenericExecutor):
         return fn_args
 
 
+class VertexLearnTrainerExecutor(vertex_executor.GenericExecutor):
+    """Submits `LearnTrainerExecutor` as a Vertex AI Training job (worker pools from custom_config)."""
+
+    def _GetExecutorClass(self) -> type:
+        """The executor each Vertex replica runs."""
+        return LearnTrainerExecutor
+
+
+def vertex_training_config(project: str, region: str, image: str, workers: int,
+                           machine_type: str = "n1-standard-8") -> dict[str, Any]:
+    """custom_config entries that run the Trainer on Vertex AI Training with `workers` replicas.
+
+    Worker pool 0 is the chief (one replica), pool 1 the other `workers - 1`
+    replicas; Vertex gives each a `TF_CONFIG` (chief / worker), so training
+    uses MultiWorkerMirroredStrategy when `workers` >= 2.
+    """
+    def pool(count: int) -> dict[str, Any]:
+        return {"machine_spec": {"machine_type": machine_type}, "replica_count": count,
+                "container_spec": {"image_uri": image}}
+
+    pools = [pool(1)] + ([pool(workers - 1)] if workers > 1 else [])
+    return {vertex_constants.ENABLE_VERTEX_KEY: True, vertex_constants.VERTEX_REGION_KEY: region,
+            vertex_executor.TRAINING_ARGS_KEY: {"project": project, "worker_pool_specs": pools}}
+
+
 class LearnTrainer(base_component.BaseComponent):
     """A TFX Trainer (run_fn, train/eval args) over the model and train sections, plus ItemEmbeddings and Split."""
 
@@ -79,11 +111,17 @@ class LearnTrainer(base_component.BaseComponent):
 
     def __init__(self, examples: types.BaseChannel, transform_graph: types.BaseChannel, schema: types.BaseChannel,
                  item_embeddings: types.BaseChannel, split: types.BaseChannel, run_fn: str, model: ModelConfig,
-                 train: TrainConfig, model_kind: str, train_args: Any, eval_args: Any) -> None:
-        """Args as TFX's Trainer (`run_fn` a module path), plus `item_embeddings`, `split` and the two sections."""
-        super().__init__(spec=LearnTrainerSpec(
+                 train: TrainConfig, model_kind: str, train_args: Any, eval_args: Any,
+                 vertex_training: Optional[dict[str, Any]] = None) -> None:
+        """Args as TFX's Trainer (`run_fn` a module path), plus `item_embeddings`, `split` and the two sections;
+        `vertex_training` (`vertex_training_config`) runs it as a Vertex AI Training job."""
+        custom_config = trainer_custom_config(model, train, model_kind)
+        if vertex_training:
+            custom_config.update(vertex_training)
+        super().__init__(custom_executor_spec=(executor_spec.ExecutorClassSpec(VertexLearnTrainerExecutor)
+                                               if vertex_training else None), spec=LearnTrainerSpec(
             examples=examples, transform_graph=transform_graph, schema=schema, item_embeddings=item_embeddings,
             split=split, train_args=train_args, eval_args=eval_args, run_fn=run_fn,
-            custom_config=json_utils.dumps(trainer_custom_config(model, train, model_kind)),
+            custom_config=json_utils.dumps(custom_config),
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun)))
