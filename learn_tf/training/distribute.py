@@ -12,6 +12,11 @@ of the towers created in the strategy's scope (Keras then distributes the
 dataset and all-reduces the gradients) and copies the trained weights back.
 Only the chief writes checkpoints and logs to the run's folder
 (`worker_output_dir`); other workers write to a scratch folder.
+
+MultiWorkerMirroredStrategy must be configured before TensorFlow runs its
+first op, so with a multi-task `TF_CONFIG` it is created when this module is
+imported (`learn train` and the Trainer's `run_fn` import it through
+`learn_tf.training.trainer` before any op runs).
 """
 
 from __future__ import annotations
@@ -110,3 +115,7 @@ def worker_output_dir(output_dir: Optional[str]) -> Optional[str]:
     if output_dir is None or is_chief():
         return output_dir
     return tempfile.mkdtemp(prefix="learn-worker-")  # non-chief checkpoints/logs: local scratch, never published
+
+
+if num_tasks(tf_config()) >= 2:  # collective ops must be configured at program startup (see above)
+    strategy()

@@ -59,8 +59,10 @@ def _train_worker(out: str) -> None:
     from learn_tf.training.sampler import SamplerSettings
     from learn_tf.training.trainer import TrainSettings, train
 
-    assert distribute.strategy_kind() == "multi_worker"
-    distribute.strategy()  # before any collective op
+    # `learn train` builds its data and towers (TensorFlow ops) before `train`: the strategy already exists,
+    # created when learn_tf.training.distribute was imported.
+    assert distribute.strategy_kind() == "multi_worker" and "strategy" in distribute._STRATEGY
+    tf.constant(1.0) + 1.0
     items, inter = generate_synthetic(SyntheticConfig(num_items=120, num_users=60, num_topics=6,
                                                       mean_sequence_length=12, min_sequence_length=4, seed=7))
     splits = make_splits(items, inter, SplitConfig(cold_item_fraction=0.0))
