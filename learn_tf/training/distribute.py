@@ -27,6 +27,7 @@ import os
 import tempfile
 from typing import Any, Iterator, Mapping, Optional
 
+import numpy as np
 import tensorflow as tf
 
 _STRATEGY: dict[str, Any] = {}
@@ -93,9 +94,10 @@ def distributed_towers(towers: tf.keras.Model) -> Iterator[tf.keras.Model]:
     """Yields the towers to train, inside the strategy's scope when there is one.
 
     Without a strategy: `towers` itself, no scope (the single-process path).
-    With one: a copy (same class, config and weights) created in the scope;
-    the block builds the model and optimizer and trains there; on success the
-    copy's weights are written back into `towers`.
+    With one: a copy (same class and config) created in the scope, holding
+    the chief's weights on every worker (workers may have initialised their
+    towers differently); the block builds the model and optimizer and trains
+    there; on success the copy's weights are written back into `towers`.
     """
     dist = strategy()
     if dist is None:
@@ -105,9 +107,30 @@ def distributed_towers(towers: tf.keras.Model) -> Iterator[tf.keras.Model]:
     with dist.scope():
         replica = type(towers).from_config(towers.get_config())
         _build(replica)
-        replica.set_weights(towers.get_weights())
+        replica.set_weights(chief_weights(dist, towers.get_weights()))
         yield replica
     towers.set_weights(replica.get_weights())
+
+
+def chief_weights(dist: tf.distribute.Strategy, weights: list[np.ndarray]) -> list[np.ndarray]:
+    """The chief's (global replica 0's) `weights` on every worker: one all-reduce of the flattened values."""
+    if not weights:
+        return weights
+    flat = np.concatenate([np.asarray(w, np.float64).ravel() for w in weights])
+
+    @tf.function
+    def keep_replica_zero(x: tf.Tensor) -> tf.Tensor:
+        ctx = tf.distribute.get_replica_context()
+        return x * tf.cast(tf.equal(ctx.replica_id_in_sync_group, 0), x.dtype)
+
+    per_replica = dist.run(keep_replica_zero, args=(tf.constant(flat),))
+    total = dist.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+    out, start = [], 0
+    for w in weights:
+        w = np.asarray(w)
+        out.append(total[start:start + w.size].reshape(w.shape).astype(w.dtype))
+        start += w.size
+    return out
 
 
 def worker_output_dir(output_dir: Optional[str]) -> Optional[str]:

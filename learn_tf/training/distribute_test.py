@@ -78,7 +78,9 @@ def _train_worker(out: str) -> None:
     settings = TrainSettings(sampler=SamplerSettings(max_len=12, num_targets=2, num_query_positions=2,
                                                      samples_per_user=2),
                              batch_size=8, epochs=3, learning_rate=3e-3, patience=5, verbose=0, seed=0)
-    tf.keras.utils.set_random_seed(0)
+    # Each worker initialises its towers differently (as unseeded `learn train` runs do): training starts
+    # from the chief's weights everywhere.
+    tf.keras.utils.set_random_seed(json.loads(os.environ["TF_CONFIG"])["task"]["index"])
     towers = LearnTowers(len(cat), 8, d_model=16, num_layers=1, num_heads=2, ff_dim=32, out_dim=8, dropout=0.0,
                          max_len=12, content_table=content)
     result = train(towers, cat, seqs, splits.cases("validation"), settings)
