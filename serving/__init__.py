@@ -1,1 +1,1 @@
-"""Serving: SavedModel exports with a ScaNN index, TF Serving layout, gRPC server and client."""
+"""Serving: SavedModel exports with a ScaNN index, TF Serving layout, gRPC + REST server (batching, version policies) and clients."""

@@ -66,7 +66,7 @@ def test_10k_requests_grpc_and_rest_across_a_swap_and_a_label_move(base: str, tm
     config = str(tmp_path / "models.config")
     _write_config(config, model_dir, (1, 2), {"stable": 1, "canary": 2})
     params = BatchingParameters(max_batch_size=32, batch_timeout_micros=2000, max_enqueued_batches=1000,
-                                num_batch_threads=2) if batching else None
+                                num_batch_threads=1) if batching else None
     s = ModelServer(str(tmp_path), models_config=config, port=0, rest_port=0, poll_seconds=0.05, num_threads=16,
                     batching=params)
     s.start()

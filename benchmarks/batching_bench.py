@@ -1,0 +1,195 @@
+"""Batching benchmark: throughput and latency with server-side batching on vs off, side by side in one run.
+
+Builds LEARN towers over N random unit-norm content vectors (default 1M items, as
+benchmarks/serve_bench.py), exports the serving models once, and starts two
+`python -m serving.server` processes on that model base: one plain, one with
+`--enable_batching` (the exported `batching_parameters.txt`: max_batch_size 64,
+batch_timeout_micros 2000, num_batch_threads 2, max_enqueued_batches 256). Clients
+in this process send top-10 requests (a history of 10 random items, fixed width, so
+concurrent requests can share a batch) with the stock PredictionServiceStub, to one
+server at a time, alternating off / on for `--rounds` rounds at each concurrency.
+It prints p50 / p99 latency, QPS, errors, the on/off throughput ratio and the p50
+that batching adds at concurrency 1, with `uptime` before and after.
+
+`--variant name=value,...` adds a third server with other parameters (e.g.
+`num_batch_threads=1`), measured in the same rounds; `--base DIR` keeps the
+export in DIR and reuses it on the next run (the 1M export takes minutes).
+
+Usage: python benchmarks/batching_bench.py [--items 1000000] [--requests 1000] [--rounds 2]
+       [--models learn_retrieval_bf,learn_retrieval] [--variant num_batch_threads=1] [--base DIR]
+       [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import learn_tf  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import grpc  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from learn_tf.config import ServingConfig  # noqa: E402
+from learn_tf.models.catalogue import Catalogue  # noqa: E402
+from learn_tf.models.towers import LearnTowers  # noqa: E402
+from serve_bench import CONTENT_DIM, HISTORY, MAX_LEN, _load  # noqa: E402
+from serving.batching import read_batching_parameters  # noqa: E402
+from serving.client import make_channel, predict  # noqa: E402
+from serving.export import export_serving_models  # noqa: E402
+from serving.layout import BATCHING_FILE, RETRIEVAL_BF_MODEL, RETRIEVAL_MODEL  # noqa: E402
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _export(n: int, base: str) -> tuple[str, np.ndarray]:
+    rng = np.random.default_rng(n)
+    content = rng.normal(size=(n, CONTENT_DIM)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    tf.keras.utils.set_random_seed(0)
+    towers = LearnTowers(n, CONTENT_DIM, d_model=32, num_layers=1, num_heads=2, ff_dim=64, out_dim=32,
+                         dropout=0.0, max_len=MAX_LEN, content_table=content)
+    cat = Catalogue([f"i{k:07d}" for k in range(n)])
+    hist_idx = rng.integers(0, n, size=(512, HISTORY))
+    query_hist = np.zeros((len(hist_idx), MAX_LEN), np.int32)
+    query_hist[:, :HISTORY] = hist_idx + 1
+    t0 = time.time()
+    if os.path.exists(os.path.join(base, "models.config")):
+        print(f"[batching_bench] reusing the export in {base}", flush=True)
+    else:
+        export_serving_models(towers, cat, MAX_LEN, base, serving=ServingConfig(max_k=100, warmup_requests=4),
+                              query_histories=query_hist[:256])
+        print(f"[batching_bench] {n:,} items exported in {time.time() - t0:.0f} s", flush=True)
+    return base, cat.item_ids[hist_idx].astype(bytes)
+
+
+def _start(base: str, batching: bool, params_file: str = "") -> tuple[subprocess.Popen, str]:
+    args = [sys.executable, "-m", "serving.server", "--model_base", base, "--models_config",
+            os.path.join(base, "models.config"), "--port", "0", "--rest_api_port", "-1", "--num_threads", "32",
+            "--poll_seconds", "60"] + (["--enable_batching"] if batching else []) + (
+            ["--batching_parameters_file", params_file] if params_file else [])
+    proc = subprocess.Popen(args, cwd=os.path.dirname(HERE), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 1800)
+    line = proc.stdout.readline().strip() if ready else ""
+    if not line.startswith("serving "):
+        proc.kill()
+        raise RuntimeError(f"server (batching {batching}) did not start: {line!r}")
+    return proc, line.rsplit(" ", 1)[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--items", type=int, default=1_000_000)
+    p.add_argument("--requests", type=int, default=1000, help="requests per measurement")
+    p.add_argument("--rounds", type=int, default=2, help="alternating off/on rounds per concurrency")
+    p.add_argument("--models", default=f"{RETRIEVAL_BF_MODEL},{RETRIEVAL_MODEL}")
+    p.add_argument("--variant", default="", help="name=value,... over the exported parameters: a third server")
+    p.add_argument("--base", default=None, help="keep (and reuse) the export here")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    workdir = tempfile.mkdtemp(prefix="batching_bench-")
+    procs = []
+    try:
+        base, histories = _export(args.items, args.base or os.path.join(workdir, "base"))
+        params = read_batching_parameters(os.path.join(base, BATCHING_FILE))
+        servers: dict[Any, grpc.Channel] = {}
+        for batching in (False, True):
+            proc, target = _start(base, batching)
+            procs.append(proc)
+            servers[batching] = make_channel(target)
+        if args.variant:
+            changes = {k: int(v) for k, v in (kv.split("=") for kv in args.variant.split(","))}
+            variant = dataclasses.replace(params, **changes)
+            vfile = os.path.join(workdir, "variant.txt")
+            with open(vfile, "w") as f:
+                f.write("".join(f"{k} {{ value: {v} }}\n" for k, v in dataclasses.asdict(variant).items()))
+            proc, target = _start(base, True, vfile)
+            procs.append(proc)
+            servers[args.variant] = make_channel(target)
+        before = _uptime()
+        print(f"[batching_bench] {before}", flush=True)
+        results: dict[str, Any] = {"items": args.items, "batching_parameters": params.__dict__, "uptime_before": before,
+                                   "models": {}}
+        for model in args.models.split(","):
+            def call(i: int, channel: grpc.Channel) -> None:
+                predict(channel, model, {"history": histories[i % 512:i % 512 + 1], "k": np.array([10], np.int32),
+                                         "exclude_history": np.array([True])}, timeout=120)
+
+            for channel in servers.values():  # warm both: first calls trace nothing, but fill caches
+                for i in range(20):
+                    call(i, channel)
+            per: dict[str, Any] = {}
+            names = {False: "off", True: "on", args.variant: f"on, {args.variant}"}
+            for c in (1, 32):
+                runs: dict[Any, list[dict[str, float]]] = {b: [] for b in servers}
+                for r in range(args.rounds):
+                    order = list(servers) if r % 2 == 0 else list(reversed(list(servers)))
+                    for batching in order:
+                        m = _load(lambda i, ch=servers[batching]: call(i, ch), c, args.requests)
+                        runs[batching].append(m)
+                        print(f"[batching_bench] {model} c={c} batching {names[batching]} round {r}: {m}", flush=True)
+                per[f"c{c}"] = {names[b]: {
+                    "qps": float(np.mean([m["qps"] for m in ms])), "p50_ms": float(np.mean([m["p50_ms"] for m in ms])),
+                    "p99_ms": float(np.mean([m["p99_ms"] for m in ms])), "errors": int(sum(m["errors"] for m in ms)),
+                    "rounds": ms} for b, ms in runs.items()}
+            per["throughput_ratio_c32"] = per["c32"]["on"]["qps"] / per["c32"]["off"]["qps"]
+            if args.variant:
+                per["variant_throughput_ratio_c32"] = per["c32"][names[args.variant]]["qps"] / per["c32"]["off"]["qps"]
+                per["variant_added_p50_ms_c1"] = per["c1"][names[args.variant]]["p50_ms"] - per["c1"]["off"]["p50_ms"]
+            per["added_p50_ms_c1"] = per["c1"]["on"]["p50_ms"] - per["c1"]["off"]["p50_ms"]
+            results["models"][model] = per
+            print(f"[batching_bench] {model}: c=32 throughput on/off {per['throughput_ratio_c32']:.2f}x, c=1 p50 "
+                  f"added {per['added_p50_ms_c1']:.2f} ms (batch timeout {params.batch_timeout_micros / 1000:.1f} ms)",
+                  flush=True)
+        results["uptime_after"] = _uptime()
+        print(f"[batching_bench] {results['uptime_after']}")
+        print(_table(results, params.batch_timeout_micros / 1000))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=60)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _table(results: dict[str, Any], timeout_ms: float) -> str:
+    lines = ["| model | concurrency | batching | QPS | p50 ms | p99 ms | errors |", "|---|---:|---|---:|---:|---:|---:|"]
+    for model, per in results["models"].items():
+        for c in ("c1", "c32"):
+            for b in per[c]:
+                m = per[c][b]
+                lines.append(f"| {model} | {c[1:]} | {b} | {m['qps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
+                             f"{m['errors']} |")
+    lines.append("")
+    for model, per in results["models"].items():
+        lines.append(f"- {model}: throughput with / without batching at concurrency 32 = "
+                     f"**{per['throughput_ratio_c32']:.2f}x**; p50 added at concurrency 1 = "
+                     f"**{per['added_p50_ms_c1']:.2f} ms** (bound: batch timeout {timeout_ms:.1f} ms + 1 ms)")
+        if "variant_throughput_ratio_c32" in per:
+            lines.append(f"- {model}, variant: throughput ratio at concurrency 32 = "
+                         f"{per['variant_throughput_ratio_c32']:.2f}x; p50 added at concurrency 1 = "
+                         f"{per['variant_added_p50_ms_c1']:.2f} ms")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
