@@ -35,7 +35,7 @@ def test_read_batching_parameters(tmp_path: Any) -> None:
     write_models_config(str(tmp_path), names=["a"])  # the exporter's file
     p = read_batching_parameters(str(tmp_path / "batching_parameters.txt"))
     assert p == BatchingParameters(max_batch_size=64, batch_timeout_micros=2000, max_enqueued_batches=256,
-                                   num_batch_threads=1)
+                                   num_batch_threads=2)
     assert batching_from_flags(str(tmp_path), True, None) == p
     assert batching_from_flags(str(tmp_path), False, None) is None
     bad = tmp_path / "bad.txt"

@@ -117,8 +117,5 @@ def write_models_config(base: str, names: Sequence[str] = ALL_MODELS) -> str:
                 "# would add a real item id to histories. With batching on, clients send histories padded\n"
                 "# with \"\" to one fixed width (serving.client.retrieve(..., pad_to=...)).\n"
                 "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 2000 }\n"
-                "max_enqueued_batches { value: 256 }\n"
-                "# One batch thread: each batch already runs on every core through TF's intra-op thread pool;\n"
-                "# two concurrent batches split the cores and form smaller batches (docs/benchmarks.md).\n"
-                "num_batch_threads { value: 1 }\n")
+                "max_enqueued_batches { value: 256 }\nnum_batch_threads { value: 2 }\n")
     return os.path.join(base, MODELS_CONFIG)
