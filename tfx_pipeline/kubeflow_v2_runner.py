@@ -11,12 +11,9 @@ Dataflow options; artifacts and the embedding cache live under `gcs_root`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Optional, Sequence
-
-import tensorflow as tf
 
 from learn_tf.config import Config, load_config
 from learn_tf.utils import io
@@ -103,8 +100,7 @@ def compile_vertex_pipeline(cfg: Config, output_dir: str, image: Optional[str] =
 
 def compiled_components(path: str) -> list[str]:
     """The sorted component (task) names of a compiled Vertex AI pipeline JSON."""
-    with tf.io.gfile.GFile(path) as f:
-        return sorted(json.load(f)["pipelineSpec"]["root"]["dag"]["tasks"])
+    return sorted(io.read_json(path)["pipelineSpec"]["root"]["dag"]["tasks"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

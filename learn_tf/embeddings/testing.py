@@ -53,7 +53,7 @@ def make_tiny_encoder_preset(path: str, hidden_dim: int = 16, seed: int = 0) -> 
         vocabulary_size=len(vocab), num_layers=2, num_heads=2, hidden_dim=hidden_dim,
         intermediate_dim=2 * hidden_dim, max_sequence_length=64,
     )
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(path, exist_ok=True)  # test presets: local folders
     backbone.save_to_preset(path)
     tokenizer.save_to_preset(path)
     return path

@@ -35,7 +35,7 @@ def _backbone_overrides(preset: str) -> dict[str, float]:
     path = os.path.join(preset, "config.json")
     if not os.path.isfile(path):  # a keras-hub preset folder: a local model, not an artifact
         return {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:  # the preset's config.json (a local model folder)
         cfg = json.load(f)
     if cfg.get("model_type") == "llama" and "rms_norm_eps" in cfg:
         return {"layer_norm_epsilon": float(cfg["rms_norm_eps"])}
@@ -62,7 +62,7 @@ class TextEmbedder:
         # callers of `bucket_length` / `EmbedderLoadError`.
         import keras_hub
 
-        if "://" not in preset and not os.path.isdir(preset):
+        if "://" not in preset and not os.path.isdir(preset):  # a local preset folder (model, not artifact)
             raise EmbedderLoadError(f"model path {preset!r} is not a folder or a keras-hub handle")
         try:
             self.backbone = keras_hub.models.Backbone.from_preset(preset, **_backbone_overrides(preset))
