@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from learn_tf.config import SplitConfig, SyntheticConfig
+from learn_tf.config import SplitConfig, SyntheticConfig, TrainConfig
 from learn_tf.data.splits import make_splits
 from learn_tf.data.synthetic import generate_synthetic
 from learn_tf.evaluation.evaluator import evaluate
 from learn_tf.models.catalogue import Catalogue, TowerScorer
 from learn_tf.models.towers import LearnTowers
-from learn_tf.training.sampler import SamplerSettings
-from learn_tf.training.trainer import CollapseError, TrainSettings, train
+from learn_tf.training.trainer import CollapseError, train
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +33,11 @@ def toy():
 
 
 def _settings(**kw):
-    base = dict(sampler=SamplerSettings(max_len=12, num_targets=3, num_query_positions=3, samples_per_user=4),
-                batch_size=32, epochs=4, learning_rate=3e-3, patience=10, verbose=0, seed=0)
+    base = dict(sampling="dense", max_len=12, num_targets=3, num_query_positions=3, samples_per_user=4,
+                batch_size=32, epochs=4, learning_rate=3e-3, patience=10, seed=0, optimizer="adamw",
+                weight_decay=0.01, schedule="cosine", warmup_fraction=0.05, clipnorm=1.0)
     base.update(kw)
-    return TrainSettings(**base)
+    return TrainConfig(**base)
 
 
 def _towers(cat, content):
@@ -51,7 +51,7 @@ def test_training_learns_the_planted_topic_preference(toy, tmp_path):
     towers = _towers(cat, content)
     val = splits.cases("validation")
     before = evaluate(TowerScorer(towers, cat, 12).score, val, cat.item_ids, ks=(10,), protocols=("unmasked",))
-    result = train(towers, cat, seqs, val, _settings(), output_dir=str(tmp_path))
+    result = train(towers, cat, seqs, val, _settings(), output_dir=str(tmp_path), verbose=0)
     after = evaluate(TowerScorer(towers, cat, 12).score, val, cat.item_ids, ks=(10,), protocols=("unmasked",))
     ndcg_before = before["protocols"]["unmasked"]["overall"]["metrics"]["ndcg@10"]
     ndcg_after = after["protocols"]["unmasked"]["overall"]["metrics"]["ndcg@10"]
@@ -72,4 +72,4 @@ def test_collapse_guard_fires_on_identical_content(toy):
     same = np.tile(content[:1], (len(cat), 1))  # every item reads the same: nothing to learn from
     with pytest.raises(CollapseError, match="collapsed"):
         train(_towers(cat, same), cat, seqs, splits.cases("validation"),
-              _settings(logq_correction=False, epochs=3))
+              _settings(logq_correction=False, epochs=3), verbose=0)
