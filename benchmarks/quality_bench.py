@@ -49,15 +49,33 @@ PROTOCOLS = {
 # name -> (model kind, config overrides on top of the protocol's YAML)
 MODELS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     "sasrec": ("sasrec", {}),
-    "learn_a": ("learn", {"model": {"item_inputs": "content"}}),
-    "learn_c": ("learn_c", {"model": {"item_inputs": "content"}}),
-    "learn_hybrid": ("learn", {"model": {"item_inputs": "hybrid"}}),
+    # The config's LEARN: item tower e, content + ID inputs with ID dropout, dot scores.
+    "learn_hybrid": ("learn", {}),
+    # The same without ID vectors: content only (what a cold item gets).
+    "learn_e": ("learn", {"model": {"item_inputs": "content"}}),
+    # No alignment: items are the raw content vectors, cosine x 20 against the user tower.
+    "learn_c": ("learn_c", {"model": {"item_inputs": "content", "similarity": "cosine", "input_norm": True,
+                                      "dropout": 0.2}}),
 }
-LABELS = {"sasrec": "SASRec", "learn_a": "LEARN (a)", "learn_c": "LEARN (c), no alignment",
-          "learn_hybrid": "LEARN (a) hybrid (content + ID, ID dropout)", "popularity": "Popularity"}
+LABELS = {"sasrec": "SASRec", "learn_hybrid": "LEARN hybrid (e, content + ID, ID dropout)",
+          "learn_e": "LEARN (e), content only", "learn_c": "LEARN (c), no alignment", "popularity": "Popularity"}
 SEGMENTS = ("cold_item", "long_tail_item", "head_item", "short_history_user")
 SEEDS = (2024, 7, 13)
 MARK_BEGIN, MARK_END = "<!-- quality-bench:begin -->", "<!-- quality-bench:end -->"
+
+
+def register_variant(spec: str) -> str:
+    """Adds 'NAME=KIND;section.key=value;...' to MODELS (for experiments); returns NAME."""
+    head, *sets = [p.strip() for p in spec.split(";") if p.strip()]
+    name, kind = head.split("=")
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in sets:
+        key, value = item.split("=", 1)
+        section, field = key.split(".")
+        overrides.setdefault(section, {})[field] = yaml.safe_load(value)
+    MODELS[name] = (kind, overrides)
+    LABELS.setdefault(name, name)
+    return name
 
 
 def load_cfg(protocol: str, overrides: dict[str, dict[str, Any]], seed: int) -> Any:
@@ -321,13 +339,17 @@ def write_results(section: str) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--protocols", default="loo,cold")
-    ap.add_argument("--models", default="sasrec,learn_hybrid,learn_a,learn_c")
+    ap.add_argument("--models", default="sasrec,learn_hybrid,learn_e,learn_c")
     ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     ap.add_argument("--out", default=os.path.join(REPO, "runs", "quality"))
     ap.add_argument("--fresh", action="store_true", help="retrain runs that are stored already")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="an extra model: 'NAME=KIND;section.key=value;...' (values parsed as YAML)")
     ap.add_argument("--only-report", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="print the tables, leave docs/ alone")
     args = ap.parse_args(argv)
+    for spec in args.variant:
+        register_variant(spec)
     protocols, models = args.protocols.split(","), args.models.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     t0 = time.time()
@@ -335,8 +357,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for seed in seeds:  # seed-major: a partial table already has every model
             for protocol in protocols:
                 for name in models:
-                    if protocol == "loo" and name == "learn_c":
-                        continue  # the no-alignment ablation matters for cold items
+                    if protocol == "loo" and name in ("learn_c", "learn_e"):
+                        continue  # the content-only ablations matter for cold items
                     run_one(protocol, name, seed, args.out, args.fresh)
     section = report(args.out, protocols, models, {})
     print(section)

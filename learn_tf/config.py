@@ -136,8 +136,9 @@ class ModelConfig:
     out_dim: int = 64
     dropout: float = 0.2
     # Item tower: "a" shared weights + causal attention over targets (paper default),
-    # "b" shared weights + self-only attention, "c" raw content embedding (no alignment).
-    item_tower: Literal["a", "b", "c"] = "a"
+    # "b" shared weights + self-only attention, "c" raw content embedding (no alignment),
+    # "e" the adapted input embedding, tied with the user tower's input (SASRec style; out_dim = d_model).
+    item_tower: Literal["a", "b", "c", "e"] = "a"
     # "content" (the paper) or "hybrid" (content + learned ID embedding with ID dropout;
     # items never seen in training keep a zero ID vector and fall back to content).
     item_inputs: Literal["content", "hybrid"] = "content"
@@ -202,9 +203,14 @@ class TrainConfig:
     # Two-stage LEARN: this many epochs of in-batch dense all-action pretraining (the
     # official code's first stage) before the next-item objective (0: off).
     pretrain_epochs: int = 0
-    # Early stopping on validation NDCG@10 (protocol below), evaluated every epoch.
+    # Early stopping on validation NDCG@10 (protocol below), evaluated every `eval_every` epochs
+    # (and after the last one).
     patience: int = 5
     early_stopping_protocol: Literal["masked", "unmasked"] = "masked"
+    eval_every: int = 1
+    # Keep the best-validation weights (true) or the last epoch's (false: a fixed-length run;
+    # validation over ~1k users is noisy and peaks early while test keeps rising, see LEARN.md).
+    restore_best: bool = True
     collapse_guard: bool = True
     seed: int = 2024
 
@@ -467,7 +473,7 @@ def _check_model_train(cfg: Config, path: str) -> None:
         "train.num_targets": t.num_targets, "train.num_query_positions": t.num_query_positions,
         "train.samples_per_user": t.samples_per_user, "train.batch_size": t.batch_size, "train.epochs": t.epochs,
         "train.patience": t.patience, "train.full_softmax_max_items": t.full_softmax_max_items,
-        "train.full_softmax_chunk": t.full_softmax_chunk,
+        "train.full_softmax_chunk": t.full_softmax_chunk, "train.eval_every": t.eval_every,
     }
     for key, v in positives.items():
         if v < 1:

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from learn_tf.layers import CausalTransformerEncoder, ContentAdaptor, ContentTable, ProjectionHead
 
-ITEM_TOWERS = ("a", "b", "c")
+ITEM_TOWERS = ("a", "b", "c", "e")
 ITEM_INPUTS = ("content", "hybrid")
 SIMILARITIES = ("cosine", "dot")
 
@@ -75,7 +75,11 @@ class LearnTowers(_TowersBase):
       out_dim: output embedding width (ignored for item tower "c", which uses
         the raw content width).
       item_tower: "a" (shared weights, causal over the target sequence), "b"
-        (shared weights, self-only attention) or "c" (raw content embedding).
+        (shared weights, self-only attention), "c" (raw content embedding) or
+        "e" (embedding: an item is its adapted input embedding, adaptor(content)
+        (+ ID vector for hybrid inputs), tied with the user tower's input as in
+        SASRec; users are the encoder output without projection; out_dim =
+        d_model).
       item_inputs: "content" (the paper) or "hybrid" (content + a learned ID
         embedding dropped with probability `id_dropout` while training; cold
         items have an untrained, zero ID vector).
@@ -106,14 +110,15 @@ class LearnTowers(_TowersBase):
         self.item_tower, self.item_inputs, self.id_dropout = item_tower, item_inputs, id_dropout
         self.use_positions, self.max_len, self.input_norm = use_positions, max_len, input_norm
         # Item tower (c) compares users with raw content vectors: same width.
-        self.out_dim = content_dim if item_tower == "c" else out_dim
+        self.out_dim = {"c": content_dim, "e": d_model}.get(item_tower, out_dim)
         if content_table is not None:
             table = np.asarray(content_table)
             if table.ndim != 2:
                 raise ValueError(f"content_table must be [num_items, content_dim], got shape {table.shape}")
             check_content_width(table.shape[1], content_dim, "content_table rows")
         self.content = ContentTable(num_items, content_dim, content_table, name="content")
-        self.adaptor = ContentAdaptor(d_model, input_norm=input_norm, dropout=dropout, name="adaptor")
+        self.adaptor = ContentAdaptor(d_model, input_norm=input_norm, dropout=dropout,
+                                      initializer_range=initializer_range, name="adaptor")
         self.ids = (tf.keras.layers.Embedding(num_items + 1, d_model, name="item_ids",
                                               embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.02))
                     if item_inputs == "hybrid" else None)
@@ -134,18 +139,25 @@ class LearnTowers(_TowersBase):
     def sequence(self, indices: tf.Tensor, training: bool = False, mode: str = "causal") -> tf.Tensor:
         """[B, T] indices -> [B, T, out_dim] unit-norm embeddings at every position."""
         h = self.encoder(self._inputs(indices, training), indices > 0, mode=mode, training=training)
+        if self.item_tower == "e":
+            return self._norm(h)
         return self.projection(h)
+
+    def _norm(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.math.l2_normalize(x, axis=-1, epsilon=1e-12) if self.similarity == "cosine" else x
 
     def targets(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
         """[B, T] target indices -> [B, T, out_dim] item embeddings per the item-tower variant."""
-        if self.item_tower == "c":
-            return self._raw_content(self.content(indices))
+        if self.item_tower in ("c", "e"):
+            return self.items(indices, training=training)
         return self.sequence(indices, training=training, mode="causal" if self.item_tower == "a" else "self")
 
     def items(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
         """[N] item indices -> [N, out_dim]; each item encoded alone (variants a and b coincide)."""
         if self.item_tower == "c":
             return self._raw_content(self.content(indices))
+        if self.item_tower == "e":  # the input embedding; [..., 1] keeps the adaptor's built rank
+            return self._norm(self._inputs(indices[..., None], training)[..., 0, :])
         return self.sequence(indices[:, None], training=training, mode="self")[:, 0]
 
     def items_from_content(self, content: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -168,6 +180,8 @@ class LearnTowers(_TowersBase):
             return self._raw_content(content)
         # [N, 1, content_dim]: the rank `items` uses (LayerNorm fixes its axis at build time).
         x = self.adaptor(content[:, None, :], training=training)
+        if self.item_tower == "e":
+            return self._norm(x[:, 0])
         real = tf.ones(tf.stack([tf.shape(content)[0], 1]), tf.bool)
         h = self.encoder(x, real, mode="self", training=training)
         return self.projection(h)[:, 0]

@@ -188,6 +188,11 @@ class _EvalCallback(tf.keras.callbacks.Callback):
         from learn_tf.evaluation.evaluator import evaluate
 
         logs = logs if logs is not None else {}
+        last = epoch + 1 == self.params.get("epochs", -1)
+        if (epoch + 1) % self.s.eval_every and not last:
+            self.history.append({"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))),
+                                 "seconds": round(time.time() - self.t0, 1)})
+            return
         scorer = TowerScorer(self.towers, self.catalogue, self.s.max_len)
         res = evaluate(scorer.score, self.cases, self.catalogue.item_ids, ks=(10,),
                        protocols=(self.s.early_stopping_protocol,))
@@ -207,8 +212,8 @@ class _EvalCallback(tf.keras.callbacks.Callback):
         print(f"  epoch {epoch + 1}: loss {row['loss']:.4f} (uniform {self.uniform_loss:.2f}), "
               f"val NDCG@10 {ndcg:.4f} ({self.s.early_stopping_protocol}), item mean cosine {item_cos:.3f}",
               flush=True)
-        # Collapse: item vectors all alike (every item gets the same score) two epochs running.
-        alike = [h["item_mean_cosine"] > 0.98 for h in self.history[-2:]]
+        # Collapse: item vectors all alike (every item gets the same score) two evaluations running.
+        alike = [h["item_mean_cosine"] > 0.98 for h in self.history[-2:] if "item_mean_cosine" in h]
         if self.s.collapse_guard and len(alike) == 2 and all(alike):
             self.model.stop_training = True
             raise CollapseError(
@@ -217,14 +222,16 @@ class _EvalCallback(tf.keras.callbacks.Callback):
                 "Check that the "
                 "content embeddings were post-processed (embedding.postprocess: center) and lower the learning rate."
             )
-        if ndcg > self.best:
-            self.best, self.best_epoch, self.wait = ndcg, epoch + 1, 0
+        if ndcg > self.best or (not self.s.restore_best and last):
+            if ndcg > self.best or self.best_epoch < 0:
+                self.wait = 0
+            self.best, self.best_epoch = ndcg, epoch + 1
             self.best_seconds = time.time() - self.t0
             self.best_weights = self.towers.get_weights()
             if self.prefix:
                 self.towers.save_weights(self.prefix)
-        else:
-            self.wait += 1
+        elif self.s.restore_best:
+            self.wait += self.s.eval_every
             if self.wait >= self.s.patience:
                 self.model.stop_training = True
                 self.stopped_early = True

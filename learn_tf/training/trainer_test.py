@@ -73,3 +73,37 @@ def test_collapse_guard_fires_on_identical_content(toy):
     with pytest.raises(CollapseError, match="collapsed"):
         train(_towers(cat, same), cat, seqs, splits.cases("validation"),
               _settings(logq_correction=False, epochs=3), verbose=0)
+
+
+@pytest.mark.parametrize("negatives", ["full", "sampled", "in_batch"])
+def test_next_item_objective_learns_the_planted_preference(toy, negatives):
+    cat, content, seqs, splits = toy
+    towers = _towers(cat, content)
+    val = splits.cases("validation")
+    settings = TrainConfig(sampling="next_item", negatives=negatives, num_sampled_negatives=16, max_len=12,
+                           batch_size=16, epochs=3, learning_rate=3e-3, patience=10, seed=0)
+    result = train(towers, cat, seqs, val, settings, verbose=0)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert result.best_metric > 0.12 and result.best_seconds > 0
+
+
+def test_two_stage_and_learnable_scale_run(toy):
+    cat, content, seqs, splits = toy
+    settings = TrainConfig(sampling="next_item", negatives="full", max_len=12, batch_size=32, epochs=1,
+                           pretrain_epochs=1, num_targets=2, num_query_positions=2, learnable_logit_scale=True,
+                           seed=0)
+    result = train(_towers(cat, content), cat, seqs, splits.cases("validation"), settings, verbose=0)
+    assert len(result.history) == 1 and 1.0 <= result.history[0]["logit_scale"] <= 100.0
+
+
+def test_fixed_length_run_keeps_the_last_weights_and_evaluates_every_k_epochs(toy):
+    cat, content, seqs, splits = toy
+    settings = TrainConfig(sampling="next_item", max_len=12, batch_size=32, epochs=3, eval_every=2,
+                           restore_best=False, patience=1, seed=0)
+    towers = _towers(cat, content)
+    result = train(towers, cat, seqs, splits.cases("validation"), settings, verbose=0)
+    evaluated = [h["epoch"] for h in result.history if "val_ndcg@10" in h]
+    assert evaluated == [2, 3] and len(result.history) == 3  # every 2nd epoch and the last one
+    assert result.best_epoch == 3 and result.best_metric == result.history[-1]["val_ndcg@10"]
+    assert not result.stopped_early
