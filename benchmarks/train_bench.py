@@ -91,7 +91,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from learn_tf.evaluation.cases import add_earlier_items
     from learn_tf.evaluation.evaluator import evaluate
     from learn_tf.models.catalogue import Catalogue, TowerScorer
-    from learn_tf.training.jobs import build_towers, train_settings
+    from learn_tf.training.jobs import build_towers
     from learn_tf.training.trainer import prepare_training
 
     cfg = load_config(args.config)
@@ -107,7 +107,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     kind = args.worker
     towers = build_towers(cfg, kind, catalogue, content)
-    settings = train_settings(cfg, verbose=0)
+    settings = cfg.train
     from dataclasses import replace
 
     settings = replace(settings, epochs=args.epochs)

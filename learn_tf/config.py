@@ -135,48 +135,88 @@ class EmbeddingConfig:
 class ModelConfig:
     """The LEARN towers (and the SASRec baseline, which shares the transformer settings)."""
 
-    d_model: int = 128
+    d_model: int = 64
     num_layers: int = 2
-    num_heads: int = 4
+    num_heads: int = 2
     ff_dim: int = 256
     out_dim: int = 64
     dropout: float = 0.2
     # Item tower: "a" shared weights + causal attention over targets (paper default),
-    # "b" shared weights + self-only attention, "c" raw content embedding (no alignment).
-    item_tower: Literal["a", "b", "c"] = "a"
-    # "content" (the paper) or "hybrid" (content + learned ID embedding with ID dropout).
+    # "b" shared weights + self-only attention, "c" raw content embedding (no alignment),
+    # "e" the adapted input embedding, tied with the user tower's input (SASRec style; out_dim = d_model).
+    item_tower: Literal["a", "b", "c", "e"] = "a"
+    # "content" (the paper) or "hybrid" (content + learned ID embedding with ID dropout;
+    # items never seen in training keep a zero ID vector and fall back to content).
     item_inputs: Literal["content", "hybrid"] = "content"
     id_dropout: float = 0.5
     # The official LEARN code adds no position embeddings; SASRec uses them.
     use_positions: bool = False
     sasrec_use_positions: bool = True
     input_norm: bool = True
+    # Scores: "cosine" (unit-norm vectors times the logit scale; official LEARN) or "dot"
+    # (raw dot products, as standard SASRec). SASRec has its own setting.
+    similarity: Literal["cosine", "dot"] = "cosine"
+    sasrec_similarity: Literal["cosine", "dot"] = "dot"
+    # SASRec's dropout (the standard recipe: 0.5); None: `dropout`.
+    sasrec_dropout: Optional[float] = None
+    # Weights drawn from N(0, initializer_range) (BERT / SASRec); None: Keras defaults.
+    initializer_range: Optional[float] = 0.02
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Sampling, loss and optimisation."""
+    """Sampling, loss and optimisation (the trainer and sampler read this directly)."""
 
-    # "dense" all-action (default; see LEARN.md "Measured"), "window" (each position's positives are
-    # the items that follow it; experimental) or the "official" one-cut-per-user scheme.
-    sampling: Literal["dense", "window", "official"] = "dense"
+    # "next_item" (default): each user's training sequence tiled into windows of <= max_len from the
+    # end, every position predicts the next item, every training transition once per epoch.
+    # "dense" all-action cuts (LEARN's pretraining form), "window" (each sampled position's positives
+    # are the items that follow it) or the "official" one-cut-per-user scheme.
+    sampling: Literal["next_item", "dense", "window", "official"] = "next_item"
     max_len: int = 50
     num_targets: int = 10
     num_query_positions: int = 10
     samples_per_user: int = 4
     recency_weighted: bool = False
+    recency_alpha: float = 10.0
+    recency_beta: float = 10000.0
+    # Negatives of the next_item objective: "full" softmax over the catalogue (item tower recomputed
+    # every step), "sampled" (in-batch + shared sampled negatives, logQ-corrected), "in_batch"
+    # (the batch's positives only, logQ-corrected) or "auto": full when the catalogue has at most
+    # `full_softmax_max_items` items, else sampled. The dense/window/official samplings always use
+    # in-batch negatives (the dense all-action task).
+    negatives: Literal["auto", "full", "sampled", "in_batch"] = "auto"
+    full_softmax_max_items: int = 50000
+    # Items per log-sum-exp chunk of the full softmax (memory: rows x chunk logits at a time).
+    full_softmax_chunk: int = 8192
+    num_sampled_negatives: int = 1024
+    sampled_distribution: Literal["uniform", "unigram"] = "uniform"
+    # Cosine towers' inverse temperature; dot-product towers use 1. Learnable: starts here.
     logit_scale: float = 20.0
+    learnable_logit_scale: bool = False
     # Subtract log item frequency from in-batch scores (Yi et al. 2019); without it
     # in-batch negatives push popular items down.
     logq_correction: bool = True
-    batch_size: int = 64
+    batch_size: int = 128
     epochs: int = 40
+    optimizer: Literal["adam", "adamw"] = "adam"
     learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
-    # Early stopping on validation NDCG@10 (protocol below), evaluated every epoch.
+    # "constant" (standard SASRec) or "cosine" (warmup then cosine decay over `epochs`).
+    schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.0
+    # Gradient clipping by global norm (None: off).
+    clipnorm: Optional[float] = None
+    # Two-stage LEARN: this many epochs of in-batch dense all-action pretraining (the
+    # official code's first stage) before the next-item objective (0: off).
+    pretrain_epochs: int = 0
+    # Early stopping on validation NDCG@10 (protocol below), evaluated every `eval_every` epochs
+    # (and after the last one).
     patience: int = 5
     early_stopping_protocol: Literal["masked", "unmasked"] = "masked"
+    eval_every: int = 1
+    # Keep the best-validation weights (true) or the last epoch's (false: a fixed-length run;
+    # validation over ~1k users is noisy and peaks early while test keeps rising, see LEARN.md).
+    restore_best: bool = True
     collapse_guard: bool = True
     seed: int = 2024
 
@@ -458,8 +498,49 @@ def _check_semantics(cfg: Config, path: str) -> None:
         template_fields(resolve_template(e.template))
     except TemplateError as err:
         raise ConfigError(f"{path}: key 'embedding.template': {err}") from err
+    _check_model_train(cfg, path)
     if s.min_user_interactions < 3:
         raise ConfigError(
             f"{path}: key 'split.min_user_interactions' must be >= 3 "
             "(one train, one validation and one test item)"
         )
+
+
+def _check_model_train(cfg: Config, path: str) -> None:
+    """Ranges of the model and train sections (named by key)."""
+    m, t = cfg.model, cfg.train
+    positives = {
+        "model.d_model": m.d_model, "model.num_layers": m.num_layers, "model.num_heads": m.num_heads,
+        "model.ff_dim": m.ff_dim, "model.out_dim": m.out_dim, "train.max_len": t.max_len,
+        "train.num_targets": t.num_targets, "train.num_query_positions": t.num_query_positions,
+        "train.samples_per_user": t.samples_per_user, "train.batch_size": t.batch_size, "train.epochs": t.epochs,
+        "train.patience": t.patience, "train.full_softmax_max_items": t.full_softmax_max_items,
+        "train.full_softmax_chunk": t.full_softmax_chunk, "train.eval_every": t.eval_every,
+    }
+    for key, v in positives.items():
+        if v < 1:
+            raise ConfigError(f"{path}: key '{key}' must be >= 1, got {v}")
+    if m.d_model % m.num_heads:
+        raise ConfigError(f"{path}: key 'model.d_model' ({m.d_model}) must be divisible by "
+                          f"'model.num_heads' ({m.num_heads})")
+    unit = {"model.dropout": m.dropout, "model.id_dropout": m.id_dropout,
+            "model.sasrec_dropout": m.sasrec_dropout if m.sasrec_dropout is not None else 0.0,
+            "train.warmup_fraction": t.warmup_fraction}
+    for key, v in unit.items():
+        if not 0.0 <= v < 1.0:
+            raise ConfigError(f"{path}: key '{key}' must be in [0, 1), got {v}")
+    for key, v in {"train.logit_scale": t.logit_scale, "train.learning_rate": t.learning_rate}.items():
+        if v <= 0:
+            raise ConfigError(f"{path}: key '{key}' must be > 0, got {v}")
+    nonneg = {"train.weight_decay": t.weight_decay, "train.num_sampled_negatives": t.num_sampled_negatives,
+              "train.pretrain_epochs": t.pretrain_epochs}
+    for key, v in nonneg.items():
+        if v < 0:
+            raise ConfigError(f"{path}: key '{key}' must be >= 0, got {v}")
+    if t.clipnorm is not None and t.clipnorm <= 0:
+        raise ConfigError(f"{path}: key 'train.clipnorm' must be > 0 or null, got {t.clipnorm}")
+    if m.initializer_range is not None and m.initializer_range <= 0:
+        raise ConfigError(f"{path}: key 'model.initializer_range' must be > 0 or null, got {m.initializer_range}")
+    if t.weight_decay > 0 and t.optimizer == "adam":
+        raise ConfigError(f"{path}: key 'train.weight_decay' is {t.weight_decay} but 'train.optimizer' is adam "
+                          "(no weight decay): set optimizer: adamw or weight_decay: 0")

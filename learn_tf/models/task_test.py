@@ -76,3 +76,60 @@ def test_identical_vectors_give_the_uniform_loss():
     ids = np.arange(1, b * t + 1).reshape(b, t)
     loss = DenseAllActionRetrieval(20.0)(v, c, np.ones((b, 1), bool), np.ones((b, t), bool), ids)
     assert float(loss) == pytest.approx(math.log(1 + (b - 1) * t), rel=1e-5)
+
+
+# --- the next-item task: each negatives mode against a brute-force numpy loop ---
+
+from learn_tf.models.task import NextItemRetrieval, resolve_negatives  # noqa: E402
+
+
+def _lse(xs):
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def test_full_softmax_matches_brute_force_with_mask_and_chunks():
+    rng = np.random.default_rng(3)
+    n, d, q_rows, scale = 11, 6, 7, 3.0
+    items = rng.normal(size=(n, d)).astype(np.float32)
+    queries = rng.normal(size=(q_rows, d)).astype(np.float32)
+    labels = np.array([1, 3, 3, 5, 7, 9, 1])  # repeated labels, including the user's own items
+    mask = np.ones(n, bool)
+    mask[[5, 10]] = False  # items never trained: not scored (index 6 and 11)
+    expected = np.mean([_lse([scale * queries[r] @ items[j] for j in range(n) if mask[j]])
+                        - scale * queries[r] @ items[labels[r] - 1] for r in range(q_rows)])
+    for chunk in (100, 4):  # one block, and three chunks of the catalogue
+        task = NextItemRetrieval("full", scale, chunk_size=chunk)
+        loss = task(queries, items[labels - 1], labels, items, np.arange(1, n + 1), candidate_mask=mask)
+        assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["sampled", "in_batch"])
+def test_sampled_and_in_batch_match_brute_force(mode):
+    rng = np.random.default_rng(4)
+    d, q_rows, m, scale = 5, 6, 4, 2.0
+    queries = rng.normal(size=(q_rows, d)).astype(np.float32)
+    pos = rng.normal(size=(q_rows, d)).astype(np.float32)
+    pos_ids = np.array([4, 2, 4, 7, 8, 2])  # rows 0/2 and 1/5 share a positive: accidental hits
+    neg = rng.normal(size=(m, d)).astype(np.float32)
+    neg_ids = np.array([3, 4, 9, 7])  # 4 and 7 are accidental hits for rows 0, 2 and 3
+    pos_lq = rng.normal(size=q_rows).astype(np.float32)
+    neg_lq = rng.normal(size=m).astype(np.float32)
+    cols = [(pos[j], pos_ids[j], pos_lq[j], j) for j in range(q_rows)]
+    if mode == "sampled":
+        cols += [(neg[k], neg_ids[k], neg_lq[k], None) for k in range(m)]
+    losses = []
+    for r in range(q_rows):
+        own = scale * queries[r] @ pos[r] - pos_lq[r]
+        others = [scale * queries[r] @ e - lq for e, i, lq, j in cols if j != r and i != pos_ids[r]]
+        losses.append(_lse([own] + others) - own)
+    loss = NextItemRetrieval(mode, scale)(queries, pos, pos_ids, neg, neg_ids, pos_lq, neg_lq)
+    assert float(loss) == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_resolve_negatives_by_catalogue_size():
+    assert resolve_negatives("auto", 1682, 50000) == "full"
+    assert resolve_negatives("auto", 60000, 50000) == "sampled"
+    assert resolve_negatives("in_batch", 10, 50000) == "in_batch"
+    with pytest.raises(ValueError, match="negatives"):
+        resolve_negatives("weird", 10, 50000)

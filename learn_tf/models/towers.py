@@ -23,8 +23,15 @@ import tensorflow as tf
 
 from learn_tf.layers import CausalTransformerEncoder, ContentAdaptor, ContentTable, ProjectionHead
 
-ITEM_TOWERS = ("a", "b", "c")
+ITEM_TOWERS = ("a", "b", "c", "e")
 ITEM_INPUTS = ("content", "hybrid")
+SIMILARITIES = ("cosine", "dot")
+
+
+def check_similarity(similarity: str) -> None:
+    """Raises ValueError unless `similarity` is "cosine" or "dot"."""
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
 
 
 class ContentDimError(ValueError):
@@ -68,12 +75,20 @@ class LearnTowers(_TowersBase):
       out_dim: output embedding width (ignored for item tower "c", which uses
         the raw content width).
       item_tower: "a" (shared weights, causal over the target sequence), "b"
-        (shared weights, self-only attention) or "c" (raw content embedding).
+        (shared weights, self-only attention), "c" (raw content embedding) or
+        "e" (embedding: an item is its adapted input embedding, adaptor(content)
+        (+ ID vector for hybrid inputs), tied with the user tower's input as in
+        SASRec; users are the encoder output without projection; out_dim =
+        d_model).
       item_inputs: "content" (the paper) or "hybrid" (content + a learned ID
         embedding dropped with probability `id_dropout` while training; cold
         items have an untrained, zero ID vector).
       use_positions, max_len: optional learned positions (off, as officially).
       input_norm: LayerNorm on the content vectors in the adaptor.
+      similarity: "cosine" (unit-norm outputs; scores are cosines times the
+        task's logit scale) or "dot" (raw projections, dot-product scores).
+      initializer_range: weights drawn from N(0, initializer_range); None:
+        Keras defaults.
       content_table: optional [N, content_dim] initial content vectors.
     """
 
@@ -81,8 +96,11 @@ class LearnTowers(_TowersBase):
                  num_heads: int = 4, ff_dim: int = 256, out_dim: int = 64, dropout: float = 0.1,
                  item_tower: str = "a", item_inputs: str = "content", id_dropout: float = 0.5,
                  use_positions: bool = False, max_len: int = 64, input_norm: bool = True,
+                 similarity: str = "cosine", initializer_range: Optional[float] = None,
                  content_table: Optional[np.ndarray] = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        check_similarity(similarity)
+        self.similarity, self.initializer_range = similarity, initializer_range
         if item_tower not in ITEM_TOWERS:
             raise ValueError(f"item_tower must be one of {ITEM_TOWERS}, got {item_tower!r}")
         if item_inputs not in ITEM_INPUTS:
@@ -92,20 +110,21 @@ class LearnTowers(_TowersBase):
         self.item_tower, self.item_inputs, self.id_dropout = item_tower, item_inputs, id_dropout
         self.use_positions, self.max_len, self.input_norm = use_positions, max_len, input_norm
         # Item tower (c) compares users with raw content vectors: same width.
-        self.out_dim = content_dim if item_tower == "c" else out_dim
+        self.out_dim = {"c": content_dim, "e": d_model}.get(item_tower, out_dim)
         if content_table is not None:
             table = np.asarray(content_table)
             if table.ndim != 2:
                 raise ValueError(f"content_table must be [num_items, content_dim], got shape {table.shape}")
             check_content_width(table.shape[1], content_dim, "content_table rows")
         self.content = ContentTable(num_items, content_dim, content_table, name="content")
-        self.adaptor = ContentAdaptor(d_model, input_norm=input_norm, dropout=dropout, name="adaptor")
+        self.adaptor = ContentAdaptor(d_model, input_norm=input_norm, dropout=dropout,
+                                      initializer_range=initializer_range, name="adaptor")
         self.ids = (tf.keras.layers.Embedding(num_items + 1, d_model, name="item_ids",
                                               embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.02))
                     if item_inputs == "hybrid" else None)
         self.encoder = CausalTransformerEncoder(num_layers, num_heads, d_model, ff_dim, dropout, max_len,
-                                                use_positions, name="encoder")
-        self.projection = ProjectionHead(self.out_dim, name="projection")
+                                                use_positions, initializer_range, name="encoder")
+        self.projection = ProjectionHead(self.out_dim, normalize=similarity == "cosine", name="projection")
 
     def _inputs(self, indices: tf.Tensor, training: bool) -> tf.Tensor:
         x = self.adaptor(self.content(indices), training=training)
@@ -120,18 +139,25 @@ class LearnTowers(_TowersBase):
     def sequence(self, indices: tf.Tensor, training: bool = False, mode: str = "causal") -> tf.Tensor:
         """[B, T] indices -> [B, T, out_dim] unit-norm embeddings at every position."""
         h = self.encoder(self._inputs(indices, training), indices > 0, mode=mode, training=training)
+        if self.item_tower == "e":
+            return self._norm(h)
         return self.projection(h)
+
+    def _norm(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.math.l2_normalize(x, axis=-1, epsilon=1e-12) if self.similarity == "cosine" else x
 
     def targets(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
         """[B, T] target indices -> [B, T, out_dim] item embeddings per the item-tower variant."""
-        if self.item_tower == "c":
-            return tf.math.l2_normalize(self.content(indices), axis=-1, epsilon=1e-12)
+        if self.item_tower in ("c", "e"):
+            return self.items(indices, training=training)
         return self.sequence(indices, training=training, mode="causal" if self.item_tower == "a" else "self")
 
     def items(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
         """[N] item indices -> [N, out_dim]; each item encoded alone (variants a and b coincide)."""
         if self.item_tower == "c":
-            return tf.math.l2_normalize(self.content(indices), axis=-1, epsilon=1e-12)
+            return self._raw_content(self.content(indices))
+        if self.item_tower == "e":  # the input embedding; [..., 1] keeps the adaptor's built rank
+            return self._norm(self._inputs(indices[..., None], training)[..., 0, :])
         return self.sequence(indices[:, None], training=training, mode="self")[:, 0]
 
     def items_from_content(self, content: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -151,12 +177,27 @@ class LearnTowers(_TowersBase):
             raise ValueError(f"items_from_content expects [N, {self.content_dim}] vectors, got shape {content.shape}")
         check_content_width(content.shape[-1], self.content_dim)
         if self.item_tower == "c":
-            return tf.math.l2_normalize(content, axis=-1, epsilon=1e-12)
+            return self._raw_content(content)
         # [N, 1, content_dim]: the rank `items` uses (LayerNorm fixes its axis at build time).
         x = self.adaptor(content[:, None, :], training=training)
+        if self.item_tower == "e":
+            return self._norm(x[:, 0])
         real = tf.ones(tf.stack([tf.shape(content)[0], 1]), tf.bool)
         h = self.encoder(x, real, mode="self", training=training)
         return self.projection(h)[:, 0]
+
+    def _raw_content(self, content: tf.Tensor) -> tf.Tensor:
+        """Item tower (c): the content vector itself (unit-norm; the same for dot scores)."""
+        return tf.math.l2_normalize(content, axis=-1, epsilon=1e-12)
+
+    def zero_ids(self, indices: np.ndarray) -> None:
+        """Hybrid towers: sets the ID vectors of `indices` to zero (items never trained fall back to content)."""
+        if self.ids is None or len(indices) == 0:
+            return
+        self.users(tf.ones([1, 1], tf.int32))  # builds the table
+        table = self.ids.embeddings
+        idx = tf.constant(np.asarray(indices, np.int64)[:, None])
+        table.assign(tf.tensor_scatter_nd_update(table, idx, tf.zeros([len(indices), table.shape[1]], table.dtype)))
 
     def with_extra_items(self, content_rows: np.ndarray) -> "LearnTowers":
         """A copy of these towers whose catalogue has M more items (indices N+1 .. N+M).
@@ -198,7 +239,8 @@ class LearnTowers(_TowersBase):
             "num_layers": self.num_layers, "num_heads": self.num_heads, "ff_dim": self.ff_dim,
             "out_dim": self.out_dim, "dropout": self.dropout, "item_tower": self.item_tower,
             "item_inputs": self.item_inputs, "id_dropout": self.id_dropout, "use_positions": self.use_positions,
-            "max_len": self.max_len, "input_norm": self.input_norm, "name": self.name,
+            "max_len": self.max_len, "input_norm": self.input_norm, "similarity": self.similarity,
+            "initializer_range": self.initializer_range, "name": self.name,
         }
 
 
@@ -209,34 +251,43 @@ class SASRecTowers(_TowersBase):
     The ID-based collaborative-filtering anchor. It is trained with the same
     task, sampling and evaluator as LEARN. Items never seen in training (cold
     items) keep their random initial vectors: an ID model cannot score them.
+    Input and output item embeddings are tied (one table). With
+    `similarity="dot"` (the original SASRec) scores are raw dot products of
+    the last hidden state and the item vectors; "cosine" normalises both.
     """
 
     def __init__(self, num_items: int, d_model: int = 128, num_layers: int = 2, num_heads: int = 4,
                  ff_dim: int = 256, dropout: float = 0.1, use_positions: bool = True, max_len: int = 64,
-                 **kwargs: Any) -> None:
+                 similarity: str = "cosine", initializer_range: Optional[float] = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        check_similarity(similarity)
+        self.similarity, self.initializer_range = similarity, initializer_range
         self.num_items, self.d_model, self.num_layers, self.num_heads = num_items, d_model, num_layers, num_heads
         self.ff_dim, self.dropout, self.use_positions, self.max_len = ff_dim, dropout, use_positions, max_len
         self.out_dim = d_model
         self.ids = tf.keras.layers.Embedding(num_items + 1, d_model, name="item_ids",
                                              embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.02))
         self.encoder = CausalTransformerEncoder(num_layers, num_heads, d_model, ff_dim, dropout, max_len,
-                                                use_positions, name="encoder")
+                                                use_positions, initializer_range, name="encoder")
+
+    def _norm(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.math.l2_normalize(x, axis=-1, epsilon=1e-12) if self.similarity == "cosine" else x
 
     def sequence(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """[B, T] indices -> [B, T, d_model] unit-norm hidden states."""
+        """[B, T] indices -> [B, T, d_model] hidden states (unit-norm for cosine)."""
         h = self.encoder(self.ids(indices), indices > 0, training=training)
-        return tf.math.l2_normalize(h, axis=-1, epsilon=1e-12)
+        return self._norm(h)
 
     def targets(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """[B, T] -> [B, T, d_model] unit-norm ID vectors."""
+        """[B, T] -> [B, T, d_model] ID vectors."""
         return self.items(indices, training)
 
     def items(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """[...] -> [..., d_model] unit-norm ID vectors."""
-        return tf.math.l2_normalize(self.ids(indices), axis=-1, epsilon=1e-12)
+        """[...] -> [..., d_model] ID vectors (the input table, tied; unit-norm for cosine)."""
+        return self._norm(self.ids(indices))
 
     def get_config(self) -> dict[str, Any]:
         return {"num_items": self.num_items, "d_model": self.d_model, "num_layers": self.num_layers,
                 "num_heads": self.num_heads, "ff_dim": self.ff_dim, "dropout": self.dropout,
-                "use_positions": self.use_positions, "max_len": self.max_len, "name": self.name}
+                "use_positions": self.use_positions, "max_len": self.max_len, "similarity": self.similarity,
+                "initializer_range": self.initializer_range, "name": self.name}

@@ -155,3 +155,45 @@ def test_with_extra_items_keeps_old_outputs_and_encodes_new_items(variant, input
     assert scores.shape == (1, N + 3)
     with pytest.raises(ValueError, match="'i3' appears more than once"):
         cat.extended(["i3"])
+
+
+def test_dot_similarity_keeps_raw_vectors_and_sasrec_ties_item_embeddings():
+    towers = _learn(similarity="dot", initializer_range=0.02)
+    items = towers.items(tf.constant([1, 2, 3])).numpy()
+    assert not np.allclose(np.linalg.norm(items, axis=1), 1, atol=1e-3)
+    assert LearnTowers.from_config(towers.get_config()).get_config() == towers.get_config()
+    tf.keras.utils.set_random_seed(0)
+    s = SASRecTowers(N, d_model=8, num_layers=1, num_heads=2, ff_dim=16, max_len=5, similarity="dot",
+                     initializer_range=0.02)
+    s.users(tf.constant([[1, 2]]))
+    table = s.ids.embeddings.numpy()
+    assert np.allclose(s.items(tf.constant([3, 4])).numpy(), table[[3, 4]])  # output = input table (tied)
+    assert table[1:].std() == pytest.approx(0.02, rel=0.25)  # N(0, 0.02)
+    with pytest.raises(ValueError, match="similarity"):
+        _learn(similarity="euclid")
+
+
+def test_zero_ids_makes_untrained_items_fall_back_to_content():
+    towers = _learn(item_inputs="hybrid")
+    towers.zero_ids(np.array([3, 7]))
+    assert not towers.ids.embeddings.numpy()[[3, 7]].any() and towers.ids.embeddings.numpy()[1].any()
+    content = towers.content(tf.constant([3, 7]))
+    assert np.allclose(towers.items(tf.constant([3, 7])).numpy(), towers.items_from_content(content).numpy(),
+                       atol=1e-5)
+
+
+def test_item_tower_e_scores_users_against_tied_input_embeddings():
+    towers = _learn(item_tower="e", item_inputs="hybrid", similarity="dot", input_norm=False, initializer_range=0.02)
+    idx = tf.constant([1, 4, 9])
+    items = towers.items(idx).numpy()
+    assert items.shape == (3, 8) and towers.out_dim == 8
+    # The item vector is the user tower's input embedding of that item (adaptor(content) + ID vector).
+    assert np.allclose(items, towers._inputs(idx[:, None], False).numpy()[:, 0], atol=1e-6)
+    assert np.allclose(towers.targets(idx[None]).numpy()[0], items, atol=1e-6)
+    assert towers.users(tf.constant([[1, 2, 0]])).shape == (1, 8)
+    towers.zero_ids(np.array([4]))
+    content = towers.content(tf.constant([4]))
+    assert np.allclose(towers.items(tf.constant([4])).numpy(), towers.items_from_content(content).numpy(), atol=1e-6)
+    grown = towers.with_extra_items(_content(1)[:2])
+    assert np.allclose(grown.items(idx).numpy()[[0, 2]], items[[0, 2]], atol=1e-5)
+    assert LearnTowers.from_config(towers.get_config()).get_config() == towers.get_config()

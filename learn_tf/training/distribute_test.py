@@ -56,8 +56,8 @@ def _train_worker(out: str) -> None:
     from learn_tf.data.synthetic import generate_synthetic
     from learn_tf.models.catalogue import Catalogue
     from learn_tf.models.towers import LearnTowers
-    from learn_tf.training.sampler import SamplerSettings
-    from learn_tf.training.trainer import TrainSettings, train
+    from learn_tf.config import TrainConfig
+    from learn_tf.training.trainer import train
 
     # `learn train` builds its data and towers (TensorFlow ops) before `train`: the strategy already exists,
     # created when learn_tf.training.distribute was imported.
@@ -75,15 +75,15 @@ def _train_worker(out: str) -> None:
     # Synchronous workers must run the same number of steps: an even number of full batches per epoch.
     seqs = [s for s in seqs if len(s) >= 2]
     seqs = seqs[: len(seqs) // 16 * 16]
-    settings = TrainSettings(sampler=SamplerSettings(max_len=12, num_targets=2, num_query_positions=2,
-                                                     samples_per_user=2),
-                             batch_size=8, epochs=3, learning_rate=3e-3, patience=5, verbose=0, seed=0)
+    settings = TrainConfig(sampling="dense", max_len=12, num_targets=2, num_query_positions=2, samples_per_user=2,
+                           batch_size=8, epochs=3, optimizer="adamw", schedule="cosine", learning_rate=3e-3,
+                           weight_decay=0.01, warmup_fraction=0.05, patience=5, seed=0)
     # Each worker initialises its towers differently (as unseeded `learn train` runs do): training starts
     # from the chief's weights everywhere.
     tf.keras.utils.set_random_seed(json.loads(os.environ["TF_CONFIG"])["task"]["index"])
     towers = LearnTowers(len(cat), 8, d_model=16, num_layers=1, num_heads=2, ff_dim=32, out_dim=8, dropout=0.0,
                          max_len=12, content_table=content)
-    result = train(towers, cat, seqs, splits.cases("validation"), settings)
+    result = train(towers, cat, seqs, splits.cases("validation"), settings, verbose=0)
     np.savez(out, *towers.get_weights())
     with open(out + ".json", "w", encoding="utf-8") as f:
         json.dump({"losses": [h["loss"] for h in result.history], "chief": distribute.is_chief()}, f)

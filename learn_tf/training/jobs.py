@@ -12,10 +12,9 @@ import pandas as pd
 import tensorflow as tf
 
 from learn_tf.config import Config
-from learn_tf.models.catalogue import Catalogue, TowerScorer, user_histories
+from learn_tf.models.catalogue import Catalogue, user_histories
 from learn_tf.models.towers import ContentDimError, LearnTowers, SASRecTowers
-from learn_tf.training.sampler import SamplerSettings
-from learn_tf.training.trainer import TrainSettings, check_cases, train
+from learn_tf.training.trainer import check_cases, train
 from learn_tf.utils.io import atomic_open, write_json
 
 MODEL_KINDS = ("learn", "learn_c", "sasrec", "cllm4rec")
@@ -57,32 +56,21 @@ def load_training_data(cfg: Config) -> dict[str, Any]:
             "content": content, "sequences": sequences, "embedding_manifest": manifest}
 
 
-def train_settings(cfg: Config, verbose: int = 2) -> TrainSettings:
-    """TrainSettings from the config's train section."""
-    t = cfg.train
-    sampler = SamplerSettings(mode=t.sampling, max_len=t.max_len, num_targets=t.num_targets,
-                              num_query_positions=t.num_query_positions, samples_per_user=t.samples_per_user,
-                              recency_weighted=t.recency_weighted)
-    return TrainSettings(sampler=sampler, logit_scale=t.logit_scale, batch_size=t.batch_size, epochs=t.epochs,
-                         learning_rate=t.learning_rate, weight_decay=t.weight_decay,
-                         warmup_fraction=t.warmup_fraction, patience=t.patience,
-                         early_stopping_protocol=t.early_stopping_protocol, collapse_guard=t.collapse_guard,
-                         logq_correction=t.logq_correction, seed=t.seed, verbose=verbose)
-
-
 def build_towers(cfg: Config, kind: str, catalogue: Catalogue, content: np.ndarray) -> tf.keras.Model:
     """LEARN towers (item tower from the config, or "c" for `learn_c`) or SASRec towers."""
     m = cfg.model
     common = dict(d_model=m.d_model, num_layers=m.num_layers, num_heads=m.num_heads, ff_dim=m.ff_dim,
-                  dropout=m.dropout, max_len=cfg.train.max_len)
+                  max_len=cfg.train.max_len, initializer_range=m.initializer_range)
     if kind == "sasrec":
-        return SASRecTowers(len(catalogue), use_positions=m.sasrec_use_positions, **common)
+        dropout = m.dropout if m.sasrec_dropout is None else m.sasrec_dropout
+        return SASRecTowers(len(catalogue), use_positions=m.sasrec_use_positions, similarity=m.sasrec_similarity,
+                            dropout=dropout, **common)
     if kind not in ("learn", "learn_c"):
         raise ValueError(f"unknown model kind {kind!r}; choose from {', '.join(MODEL_KINDS)}")
     return LearnTowers(len(catalogue), content.shape[1], out_dim=m.out_dim,
                        item_tower="c" if kind == "learn_c" else m.item_tower, item_inputs=m.item_inputs,
                        id_dropout=m.id_dropout, use_positions=m.use_positions, input_norm=m.input_norm,
-                       content_table=content, **common)
+                       similarity=m.similarity, dropout=m.dropout, content_table=content, **common)
 
 
 def model_name(cfg: Config, kind: str) -> str:
@@ -211,15 +199,14 @@ def train_job(cfg: Config, kinds: Sequence[str], models_dir: Optional[str] = Non
         print(f"[learn train] {name}: {len(data['sequences']):,} training sequences, "
               f"{len(data['catalogue']):,} items -> {out}")
         towers = build_towers(cfg, kind, data["catalogue"], data["content"])
-        settings = train_settings(cfg, verbose)
-        result = train(towers, data["catalogue"], data["sequences"], val, settings, output_dir=out)
+        result = train(towers, data["catalogue"], data["sequences"], val, cfg.train, output_dir=out, verbose=verbose)
         save_towers(towers, data["catalogue"], out, {"kind": kind, "max_len": cfg.train.max_len,
                                                      "best_epoch": result.best_epoch,
                                                      "best_val_ndcg@10": result.best_metric,
                                                      "model_config": asdict(cfg.model),
                                                      "embedding": embedding_info(data["embedding_manifest"])})
         summary[name] = {"best_epoch": result.best_epoch, "best_val_ndcg@10": result.best_metric,
-                         "seconds": round(result.seconds, 1)}
+                         "seconds": round(result.seconds, 1), "best_seconds": round(result.best_seconds, 1)}
         print(f"[learn train] {name}: best validation NDCG@10 {result.best_metric:.4f} at epoch "
               f"{result.best_epoch} ({result.seconds:.0f} s)")
     return summary

@@ -8,8 +8,8 @@ import tensorflow as tf
 from learn_tf.models.catalogue import Catalogue, TowerScorer, UnknownItemError
 from learn_tf.models.towers import ContentDimError, LearnTowers, SASRecTowers
 from learn_tf.training.jobs import check_embeddings, embedding_info, load_towers, save_towers
-from learn_tf.training.sampler import SamplerSettings
-from learn_tf.training.trainer import TrainSettings, check_sequences, train
+from learn_tf.config import TrainConfig
+from learn_tf.training.trainer import check_sequences, train
 
 N, D = 10, 6
 MANIFEST = {"model": "smollm2-135m", "model_id": "abc", "postprocess": "center", "dim": D, "run_id": "r1"}
@@ -77,8 +77,8 @@ def test_training_sequences_with_unknown_indices_name_the_row():
 
 
 def _settings():
-    return TrainSettings(sampler=SamplerSettings(max_len=4, num_targets=1, num_query_positions=1, samples_per_user=1),
-                         batch_size=4, epochs=1, verbose=0)
+    return TrainConfig(sampling="dense", max_len=4, num_targets=1, num_query_positions=1, samples_per_user=1,
+                       batch_size=4, epochs=1)
 
 
 def test_train_checks_validation_histories_before_training():

@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from learn_tf.training.sampler import SamplerSettings, SequenceSampler
+from learn_tf.config import TrainConfig
+from learn_tf.training.sampler import SequenceSampler, next_item_windows
+
+
+def SamplerSettings(mode="dense", **kw):  # noqa: N802 - the train section with dense cuts by default
+    return TrainConfig(sampling=mode, **kw)
 
 SEQS = [np.arange(1, 31), np.arange(101, 106), np.array([7])]
 
@@ -58,7 +63,7 @@ def test_official_mode_one_sample_per_user_in_second_half():
 def test_recency_weighting_prefers_late_cuts_and_epochs_differ():
     base = SamplerSettings(max_len=50, num_targets=1, num_query_positions=1, samples_per_user=400)
     plain = SequenceSampler(SEQS[:1], base, seed=0).epoch()["targets"].mean()
-    weighted = SequenceSampler(SEQS[:1], SamplerSettings(**{**base.__dict__, "recency_weighted": True}), seed=0)
+    weighted = SequenceSampler(SEQS[:1], TrainConfig(**{**base.__dict__, "recency_weighted": True}), seed=0)
     assert weighted.epoch()["targets"].mean() > plain
     s = SequenceSampler(SEQS, SamplerSettings(max_len=8), seed=0)
     assert not np.array_equal(s.epoch()["history"], s.epoch()["history"])
@@ -71,3 +76,24 @@ def test_errors():
         SequenceSampler([np.array([1])], SamplerSettings())
     with pytest.raises(ValueError, match="sampling mode"):
         SequenceSampler(SEQS, SamplerSettings(mode="weird"))
+
+
+def test_next_item_windows_yield_every_transition_exactly_once():
+    seqs = [np.arange(1, 31), np.arange(101, 106), np.array([7, 8]), np.array([9])]
+    s = SequenceSampler(seqs, TrainConfig(sampling="next_item", max_len=8), seed=0)
+    ep = s.epoch()
+    assert ep["history"].shape == ep["labels"].shape and ep["history"].shape[1] == 8
+    assert s.samples_per_epoch == len(ep["history"]) == 4 + 1 + 1  # ceil(29 / 8), ceil(4 / 8), 1
+    pairs = []
+    for hist, lab in zip(ep["history"], ep["labels"]):
+        n = int((hist > 0).sum())
+        assert (lab > 0).sum() == n and not hist[n:].any() and not lab[n:].any()  # right-padded alike
+        assert np.array_equal(lab[: n - 1], hist[1:n])  # labels are the inputs shifted by one
+        pairs += list(zip(hist[:n].tolist(), lab[:n].tolist()))
+    expected = [(int(a), int(b)) for q in seqs for a, b in zip(q[:-1], q[1:])]
+    assert sorted(pairs) == sorted(expected)  # each training pair exactly once per epoch
+    # Windows are cut from the end: the last window ends at the last transition and is full.
+    assert any(h[-1] == 29 and lab[-1] == 30 for h, lab in zip(ep["history"], ep["labels"]))
+    assert not np.array_equal(s.epoch()["history"], ep["history"])  # reshuffled each epoch
+    inputs, labels = next_item_windows([np.arange(1, 4)], 5)
+    assert inputs.tolist() == [[1, 2, 0, 0, 0]] and labels.tolist() == [[2, 3, 0, 0, 0]]

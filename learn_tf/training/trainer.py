@@ -1,5 +1,6 @@
-"""The training loop: AdamW + warmup/cosine, early stopping on validation NDCG@10,
-best-weights checkpoints, TensorBoard logs, training curves and a collapse guard."""
+"""The training loop: Adam(W) with a constant or warmup/cosine schedule, optional in-batch
+pretraining stage, early stopping on validation NDCG@10, best-weights checkpoints,
+TensorBoard logs, training curves and a collapse guard. Settings: the config's `TrainConfig`."""
 
 from __future__ import annotations
 
@@ -7,39 +8,22 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from learn_tf.config import TrainConfig
 from learn_tf.embeddings.postprocess import mean_pairwise_cosine
 from learn_tf.models.catalogue import Catalogue, TowerScorer, UnknownItemError, check_towers_fit
 from learn_tf.models.retrieval_model import RetrievalModel
+from learn_tf.models.task import resolve_negatives
 from learn_tf.training.distribute import distributed_towers, worker_output_dir
-from learn_tf.training.sampler import SamplerSettings, SequenceSampler
+from learn_tf.training.sampler import SequenceSampler
 from learn_tf.training.schedule import WarmupCosine
 from learn_tf.utils.io import atomic_path, write_json
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Optimisation settings (plain values; built from the config by the CLI)."""
-
-    sampler: SamplerSettings = field(default_factory=SamplerSettings)
-    logit_scale: float = 20.0
-    batch_size: int = 64
-    epochs: int = 40
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
-    patience: int = 5
-    early_stopping_protocol: str = "masked"
-    collapse_guard: bool = True
-    logq_correction: bool = True
-    seed: int = 2024
-    verbose: int = 2
 
 
 class CollapseError(RuntimeError):
@@ -56,6 +40,8 @@ class TrainResult:
     best_metric: float
     stopped_early: bool
     seconds: float
+    # Wall time from the start of `train` to the end of the best epoch (evaluation included).
+    best_seconds: float = 0.0
 
 
 def item_log_frequencies(sequences: list[np.ndarray], num_items: int) -> np.ndarray:
@@ -67,12 +53,16 @@ def item_log_frequencies(sequences: list[np.ndarray], num_items: int) -> np.ndar
 def epoch_dataset(sampler: SequenceSampler, batch_size: int) -> tf.data.Dataset:
     """Batches of a fresh `sampler.epoch()` each time the dataset is iterated (one epoch)."""
     n_t, n_h = sampler.target_slots, sampler.query_slots
-    sig = {
-        "history": tf.TensorSpec([None, sampler.s.max_len], tf.int32),
-        "query_positions": tf.TensorSpec([None, n_h], tf.int32),
-        "targets": tf.TensorSpec([None, n_t], tf.int32),
-        "pair_mask": tf.TensorSpec([None, n_h, n_t], tf.bool),
-    }
+    if sampler.mode == "next_item":
+        sig = {"history": tf.TensorSpec([None, sampler.max_len], tf.int32),
+               "labels": tf.TensorSpec([None, sampler.max_len], tf.int32)}
+    else:
+        sig = {
+            "history": tf.TensorSpec([None, sampler.max_len], tf.int32),
+            "query_positions": tf.TensorSpec([None, n_h], tf.int32),
+            "targets": tf.TensorSpec([None, n_t], tf.int32),
+            "pair_mask": tf.TensorSpec([None, n_h, n_t], tf.bool),
+        }
 
     def gen():
         ep = sampler.epoch()
@@ -92,9 +82,43 @@ class TrainingSetup:
     steps_per_epoch: int
 
 
+def negatives_mode(settings: TrainConfig, num_items: int, sampling: Optional[str] = None) -> str:
+    """The task's negatives: "dense" (in-batch all-action) for the dense/window/official samplings,
+    else `settings.negatives` resolved by catalogue size."""
+    if (sampling or settings.sampling) != "next_item":
+        return "dense"
+    return resolve_negatives(settings.negatives, num_items, settings.full_softmax_max_items)
+
+
+def seen_items(train_sequences: list[np.ndarray], num_items: int) -> np.ndarray:
+    """[N + 1] bool: item indices that occur in training (the only items trained as candidates)."""
+    seen = np.zeros(num_items + 1, bool)
+    seen[np.concatenate([np.asarray(s, np.int64) for s in train_sequences])] = True
+    seen[0] = False
+    return seen
+
+
+def _optimizer(settings: TrainConfig, steps_per_epoch: int, epochs: int) -> tf.keras.optimizers.Optimizer:
+    total = steps_per_epoch * epochs
+    lr: Any = settings.learning_rate
+    if settings.schedule == "cosine":
+        lr = WarmupCosine(settings.learning_rate, total, int(settings.warmup_fraction * total))
+    clip = {"clipnorm": settings.clipnorm} if settings.clipnorm else {}
+    if settings.optimizer == "adamw":
+        return tf.keras.optimizers.AdamW(learning_rate=lr, weight_decay=settings.weight_decay, **clip)
+    return tf.keras.optimizers.Adam(learning_rate=lr, **clip)
+
+
 def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np.ndarray],
-                     settings: TrainSettings) -> TrainingSetup:
-    """Seeds, builds the sampler, schedule, logQ table and the compiled `RetrievalModel`.
+                     settings: TrainConfig, sampling: Optional[str] = None,
+                     epochs: Optional[int] = None) -> TrainingSetup:
+    """Seeds, builds the sampler, optimizer, logQ table and the compiled `RetrievalModel`.
+
+    Args:
+      towers, catalogue, train_sequences: as `train`.
+      settings: the train section.
+      sampling: overrides `settings.sampling` (the pretraining stage uses "dense").
+      epochs: epochs of this stage (for the cosine schedule); default `settings.epochs`.
 
     Raises:
       UnknownItemError: a training sequence holds an index outside 1..len(catalogue).
@@ -104,14 +128,20 @@ def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequenc
     check_towers_fit(towers, catalogue, "build them on this catalogue (jobs.build_towers)")
     check_sequences(train_sequences, len(catalogue))
     tf.keras.utils.set_random_seed(settings.seed)
-    sampler = SequenceSampler(train_sequences, settings.sampler, seed=settings.seed)
+    sampling = sampling or settings.sampling
+    sampler = SequenceSampler(train_sequences, settings, seed=settings.seed, mode=sampling)
     steps = math.ceil(sampler.samples_per_epoch / settings.batch_size)
-    total = steps * settings.epochs
-    schedule = WarmupCosine(settings.learning_rate, total, int(settings.warmup_fraction * total))
+    seen = seen_items(train_sequences, len(catalogue))
+    if hasattr(towers, "zero_ids"):
+        towers.zero_ids(np.flatnonzero(~seen[1:]) + 1)  # untrained ID vectors: cold items fall back to content
     log_q = item_log_frequencies(train_sequences, len(catalogue)) if settings.logq_correction else None
-    model = RetrievalModel(towers, settings.logit_scale, log_q, independent_targets=settings.sampler.mode == "window")
-    model.compile(optimizer=tf.keras.optimizers.AdamW(learning_rate=schedule, weight_decay=settings.weight_decay,
-                                                      clipnorm=1.0))
+    negatives = negatives_mode(settings, len(catalogue), sampling)
+    model = RetrievalModel(towers, settings.logit_scale, log_q, independent_targets=sampling == "window",
+                           negatives=negatives, candidate_mask=seen, num_sampled=settings.num_sampled_negatives,
+                           sampled_distribution=settings.sampled_distribution,
+                           learnable_logit_scale=settings.learnable_logit_scale,
+                           chunk_size=settings.full_softmax_chunk)
+    model.compile(optimizer=_optimizer(settings, steps, epochs or settings.epochs))
     return TrainingSetup(model, sampler, epoch_dataset(sampler, settings.batch_size), steps)
 
 
@@ -144,7 +174,7 @@ def check_cases(catalogue: Catalogue, cases: pd.DataFrame, max_len: int) -> None
 class _EvalCallback(tf.keras.callbacks.Callback):
     """Validation NDCG@10 each epoch, best weights in memory and on disk, collapse detection."""
 
-    def __init__(self, towers: tf.keras.Model, catalogue: Catalogue, val_cases: pd.DataFrame, settings: TrainSettings,
+    def __init__(self, towers: tf.keras.Model, catalogue: Catalogue, val_cases: pd.DataFrame, settings: TrainConfig,
                  uniform_loss: float, checkpoint_prefix: Optional[str]) -> None:
         super().__init__()
         self.towers, self.catalogue, self.cases, self.s = towers, catalogue, val_cases, settings
@@ -152,12 +182,19 @@ class _EvalCallback(tf.keras.callbacks.Callback):
         self.best, self.best_epoch, self.wait, self.best_weights = -1.0, -1, 0, None
         self.history: list[dict[str, float]] = []
         self.stopped_early = False
+        self.t0 = time.time()
+        self.best_seconds = 0.0
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, float]] = None) -> None:
         from learn_tf.evaluation.evaluator import evaluate
 
         logs = logs if logs is not None else {}
-        scorer = TowerScorer(self.towers, self.catalogue, self.s.sampler.max_len)
+        last = epoch + 1 == self.params.get("epochs", -1)
+        if (epoch + 1) % self.s.eval_every and not last:
+            self.history.append({"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))),
+                                 "seconds": round(time.time() - self.t0, 1)})
+            return
+        scorer = TowerScorer(self.towers, self.catalogue, self.s.max_len)
         res = evaluate(scorer.score, self.cases, self.catalogue.item_ids, ks=(10,),
                        protocols=(self.s.early_stopping_protocol,))
         ndcg = float(res["protocols"][self.s.early_stopping_protocol]["overall"]["metrics"]["ndcg@10"])
@@ -165,16 +202,21 @@ class _EvalCallback(tf.keras.callbacks.Callback):
         item_cos = mean_pairwise_cosine(sample)
         logs["val_ndcg@10"] = ndcg
         logs["item_mean_cosine"] = item_cos
+        lr = self.model.optimizer.learning_rate
         row = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))), "val_ndcg@10": ndcg,
-               "item_mean_cosine": item_cos, "learning_rate": float(self.model.optimizer.learning_rate(
-                   self.model.optimizer.iterations)) if callable(self.model.optimizer.learning_rate) else
-               float(tf.convert_to_tensor(self.model.optimizer.learning_rate))}
+               "item_mean_cosine": item_cos, "seconds": round(time.time() - self.t0, 1),
+               # Under a distribution strategy the rate is a MirroredVariable: read it as a tensor.
+               "learning_rate": float(lr(self.model.optimizer.iterations)) if callable(lr)
+               else float(tf.convert_to_tensor(lr))}
+        scale = self.model.scale() if hasattr(self.model, "scale") else None
+        if scale is not None:
+            row["logit_scale"] = float(scale)
         self.history.append(row)
         print(f"  epoch {epoch + 1}: loss {row['loss']:.4f} (uniform {self.uniform_loss:.2f}), "
               f"val NDCG@10 {ndcg:.4f} ({self.s.early_stopping_protocol}), item mean cosine {item_cos:.3f}",
               flush=True)
-        # Collapse: item vectors all alike (every item gets the same score) two epochs running.
-        alike = [h["item_mean_cosine"] > 0.98 for h in self.history[-2:]]
+        # Collapse: item vectors all alike (every item gets the same score) two evaluations running.
+        alike = [h["item_mean_cosine"] > 0.98 for h in self.history[-2:] if "item_mean_cosine" in h]
         if self.s.collapse_guard and len(alike) == 2 and all(alike):
             self.model.stop_training = True
             raise CollapseError(
@@ -183,37 +225,46 @@ class _EvalCallback(tf.keras.callbacks.Callback):
                 "Check that the "
                 "content embeddings were post-processed (embedding.postprocess: center) and lower the learning rate."
             )
-        if ndcg > self.best:
-            self.best, self.best_epoch, self.wait = ndcg, epoch + 1, 0
+        if ndcg > self.best or (not self.s.restore_best and last):
+            if ndcg > self.best or self.best_epoch < 0:
+                self.wait = 0
+            self.best, self.best_epoch = ndcg, epoch + 1
+            self.best_seconds = time.time() - self.t0
             self.best_weights = self.towers.get_weights()
             if self.prefix:
                 self.towers.save_weights(self.prefix)
-        else:
-            self.wait += 1
+        elif self.s.restore_best:
+            self.wait += self.s.eval_every
             if self.wait >= self.s.patience:
                 self.model.stop_training = True
                 self.stopped_early = True
 
 
 def train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np.ndarray], val_cases: pd.DataFrame,
-          settings: TrainSettings, output_dir: Optional[str] = None) -> TrainResult:
+          settings: TrainConfig, output_dir: Optional[str] = None, verbose: int = 2) -> TrainResult:
     """`_train` under the `TF_CONFIG` strategy (`learn_tf.training.distribute`); unchanged without one."""
     with distributed_towers(towers) as replica:
-        return _train(replica, catalogue, train_sequences, val_cases, settings, worker_output_dir(output_dir))
+        return _train(replica, catalogue, train_sequences, val_cases, settings, worker_output_dir(output_dir),
+                      verbose=verbose)
 
 
 def _train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np.ndarray], val_cases: pd.DataFrame,
-           settings: TrainSettings, output_dir: Optional[str] = None) -> TrainResult:
-    """Trains `towers` with the dense all-action task; restores the best-validation weights.
+           settings: TrainConfig, output_dir: Optional[str] = None, verbose: int = 2) -> TrainResult:
+    """Trains `towers` with the configured objective; restores the best-validation weights.
+
+    With `settings.pretrain_epochs` > 0 and next-item sampling, the towers
+    first train that many epochs with in-batch dense all-action negatives
+    (LEARN's pretraining stage), then with the next-item objective.
 
     Args:
       towers: `LearnTowers` or `SASRecTowers` built on `catalogue`.
       catalogue: item id <-> index mapping.
       train_sequences: per-user training item indices, oldest first.
       val_cases: validation cases (split == "validation"), for early stopping.
-      settings: optimisation settings.
+      settings: the config's train section.
       output_dir: where checkpoints, TensorBoard logs, history.json and
         curves.png go (None: nothing written).
+      verbose: Keras progress output (0, 1, 2).
 
     Raises:
       CollapseError: the collapse guard fired.
@@ -222,32 +273,42 @@ def _train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[n
       ValueError: a validation history is empty (naming the row and user).
     """
     t0 = time.time()
-    check_cases(catalogue, val_cases, settings.sampler.max_len)
+    check_cases(catalogue, val_cases, settings.max_len)
+    if settings.pretrain_epochs and settings.sampling == "next_item":
+        stage = prepare_training(towers, catalogue, train_sequences, settings, sampling="dense",
+                                 epochs=settings.pretrain_epochs)
+        print(f"  pretraining: {settings.pretrain_epochs} epochs of in-batch dense all-action negatives", flush=True)
+        stage.model.fit(stage.dataset, epochs=settings.pretrain_epochs, verbose=verbose)
     setup = prepare_training(towers, catalogue, train_sequences, settings)
     model = setup.model
-    n_t = 1 if settings.sampler.mode == "official" else settings.sampler.num_targets
-    uniform = math.log(1 + (settings.batch_size - 1) * n_t)
+    if model.negatives == "dense":
+        n_t = 1 if settings.sampling == "official" else settings.num_targets
+        uniform = math.log(1 + (settings.batch_size - 1) * n_t)
+    elif model.negatives == "full":
+        uniform = math.log(max(int(seen_items(train_sequences, len(catalogue)).sum()), 1))
+    else:
+        uniform = math.log(settings.batch_size * settings.max_len + model.num_sampled)
     prefix = None
     callbacks: list[tf.keras.callbacks.Callback] = []
     if output_dir:
         os.makedirs(os.path.join(output_dir, "checkpoints"), exist_ok=True)
         prefix = os.path.join(output_dir, "checkpoints", "best")
     evaluator = _EvalCallback(towers, catalogue, val_cases, settings, uniform, prefix)
+    evaluator.t0 = t0
     callbacks.append(evaluator)
     if output_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), write_graph=False))
-    model.fit(setup.dataset, epochs=settings.epochs, callbacks=callbacks,
-              verbose=settings.verbose)
+    model.fit(setup.dataset, epochs=settings.epochs, callbacks=callbacks, verbose=verbose)
     if evaluator.best_weights is not None:
         towers.set_weights(evaluator.best_weights)
     result = TrainResult(model, evaluator.history, evaluator.best_epoch, evaluator.best, evaluator.stopped_early,
-                         time.time() - t0)
+                         time.time() - t0, evaluator.best_seconds)
     if output_dir:
         write_training_curves(result, output_dir, settings)
     return result
 
 
-def write_training_curves(result: TrainResult, output_dir: str, settings: TrainSettings) -> None:
+def write_training_curves(result: TrainResult, output_dir: str, settings: TrainConfig) -> None:
     """history.json and curves.png (loss and validation NDCG@10 per epoch)."""
     import matplotlib
 
@@ -256,7 +317,8 @@ def write_training_curves(result: TrainResult, output_dir: str, settings: TrainS
 
     write_json(os.path.join(output_dir, "history.json"), {
         "settings": asdict(settings), "history": result.history, "best_epoch": result.best_epoch,
-        "best_val_ndcg@10": result.best_metric, "stopped_early": result.stopped_early, "seconds": result.seconds})
+        "best_val_ndcg@10": result.best_metric, "stopped_early": result.stopped_early, "seconds": result.seconds,
+        "best_seconds": result.best_seconds})
     epochs = [h["epoch"] for h in result.history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot(epochs, [h["loss"] for h in result.history], marker="o")

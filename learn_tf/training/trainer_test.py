@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from learn_tf.config import SplitConfig, SyntheticConfig
+from learn_tf.config import SplitConfig, SyntheticConfig, TrainConfig
 from learn_tf.data.splits import make_splits
 from learn_tf.data.synthetic import generate_synthetic
 from learn_tf.evaluation.evaluator import evaluate
 from learn_tf.models.catalogue import Catalogue, TowerScorer
 from learn_tf.models.towers import LearnTowers
-from learn_tf.training.sampler import SamplerSettings
-from learn_tf.training.trainer import CollapseError, TrainSettings, train
+from learn_tf.training.trainer import CollapseError, train
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +33,11 @@ def toy():
 
 
 def _settings(**kw):
-    base = dict(sampler=SamplerSettings(max_len=12, num_targets=3, num_query_positions=3, samples_per_user=4),
-                batch_size=32, epochs=4, learning_rate=3e-3, patience=10, verbose=0, seed=0)
+    base = dict(sampling="dense", max_len=12, num_targets=3, num_query_positions=3, samples_per_user=4,
+                batch_size=32, epochs=4, learning_rate=3e-3, patience=10, seed=0, optimizer="adamw",
+                weight_decay=0.01, schedule="cosine", warmup_fraction=0.05, clipnorm=1.0)
     base.update(kw)
-    return TrainSettings(**base)
+    return TrainConfig(**base)
 
 
 def _towers(cat, content):
@@ -51,7 +51,7 @@ def test_training_learns_the_planted_topic_preference(toy, tmp_path):
     towers = _towers(cat, content)
     val = splits.cases("validation")
     before = evaluate(TowerScorer(towers, cat, 12).score, val, cat.item_ids, ks=(10,), protocols=("unmasked",))
-    result = train(towers, cat, seqs, val, _settings(), output_dir=str(tmp_path))
+    result = train(towers, cat, seqs, val, _settings(), output_dir=str(tmp_path), verbose=0)
     after = evaluate(TowerScorer(towers, cat, 12).score, val, cat.item_ids, ks=(10,), protocols=("unmasked",))
     ndcg_before = before["protocols"]["unmasked"]["overall"]["metrics"]["ndcg@10"]
     ndcg_after = after["protocols"]["unmasked"]["overall"]["metrics"]["ndcg@10"]
@@ -72,4 +72,38 @@ def test_collapse_guard_fires_on_identical_content(toy):
     same = np.tile(content[:1], (len(cat), 1))  # every item reads the same: nothing to learn from
     with pytest.raises(CollapseError, match="collapsed"):
         train(_towers(cat, same), cat, seqs, splits.cases("validation"),
-              _settings(logq_correction=False, epochs=3))
+              _settings(logq_correction=False, epochs=3), verbose=0)
+
+
+@pytest.mark.parametrize("negatives", ["full", "sampled", "in_batch"])
+def test_next_item_objective_learns_the_planted_preference(toy, negatives):
+    cat, content, seqs, splits = toy
+    towers = _towers(cat, content)
+    val = splits.cases("validation")
+    settings = TrainConfig(sampling="next_item", negatives=negatives, num_sampled_negatives=16, max_len=12,
+                           batch_size=16, epochs=3, learning_rate=3e-3, patience=10, seed=0)
+    result = train(towers, cat, seqs, val, settings, verbose=0)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert result.best_metric > 0.12 and result.best_seconds > 0
+
+
+def test_two_stage_and_learnable_scale_run(toy):
+    cat, content, seqs, splits = toy
+    settings = TrainConfig(sampling="next_item", negatives="full", max_len=12, batch_size=32, epochs=1,
+                           pretrain_epochs=1, num_targets=2, num_query_positions=2, learnable_logit_scale=True,
+                           seed=0)
+    result = train(_towers(cat, content), cat, seqs, splits.cases("validation"), settings, verbose=0)
+    assert len(result.history) == 1 and 1.0 <= result.history[0]["logit_scale"] <= 100.0
+
+
+def test_fixed_length_run_keeps_the_last_weights_and_evaluates_every_k_epochs(toy):
+    cat, content, seqs, splits = toy
+    settings = TrainConfig(sampling="next_item", max_len=12, batch_size=32, epochs=3, eval_every=2,
+                           restore_best=False, patience=1, seed=0)
+    towers = _towers(cat, content)
+    result = train(towers, cat, seqs, splits.cases("validation"), settings, verbose=0)
+    evaluated = [h["epoch"] for h in result.history if "val_ndcg@10" in h]
+    assert evaluated == [2, 3] and len(result.history) == 3  # every 2nd epoch and the last one
+    assert result.best_epoch == 3 and result.best_metric == result.history[-1]["val_ndcg@10"]
+    assert not result.stopped_early
