@@ -46,6 +46,9 @@ PROTOCOLS = {
     "loo": ("configs/movielens-loo.yaml", "peer protocol: plain leave-one-out, no cold items"),
     "cold": ("configs/movielens.yaml", "cold protocol: 10% of items held out of training"),
 }
+# The cold protocol's runs use the peer recipe (model + train sections of movielens-loo.yaml) on
+# movielens.yaml's data and split; "learn_a_demo" is movielens.yaml's own LEARN (what `make demo` trains).
+RECIPE = "configs/movielens-loo.yaml"
 # name -> (model kind, config overrides on top of the protocol's YAML)
 MODELS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     "sasrec": ("sasrec", {}),
@@ -56,9 +59,13 @@ MODELS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     # No alignment: items are the raw content vectors, cosine x 20 against the user tower.
     "learn_c": ("learn_c", {"model": {"item_inputs": "content", "similarity": "cosine", "input_norm": True,
                                       "dropout": 0.2}}),
+    # `make demo`'s LEARN: movielens.yaml's own model + train sections (tower a, dense in-batch objective).
+    "learn_a_demo": ("learn", {"model": {"__from__": "configs/movielens.yaml"},
+                               "train": {"__from__": "configs/movielens.yaml"}}),
 }
 LABELS = {"sasrec": "SASRec", "learn_hybrid": "LEARN hybrid (e, content + ID, ID dropout)",
-          "learn_e": "LEARN (e), content only", "learn_c": "LEARN (c), no alignment", "popularity": "Popularity"}
+          "learn_e": "LEARN (e), content only", "learn_c": "LEARN (c), no alignment",
+          "learn_a_demo": "LEARN (a), dense in-batch (make demo)", "popularity": "Popularity"}
 SEGMENTS = ("cold_item", "long_tail_item", "head_item", "short_history_user")
 SEEDS = (2024, 7, 13)
 MARK_BEGIN, MARK_END = "<!-- quality-bench:begin -->", "<!-- quality-bench:end -->"
@@ -82,11 +89,19 @@ def load_cfg(protocol: str, overrides: dict[str, dict[str, Any]], seed: int) -> 
     """The protocol's config with `overrides` merged per section and `train.seed` = seed."""
     from learn_tf.config import config_from_dict
 
+    def read(rel: str) -> dict[str, Any]:
+        with open(os.path.join(REPO, rel), encoding="utf-8") as f:
+            return yaml.safe_load(f)
+
     path = os.path.join(REPO, PROTOCOLS[protocol][0])
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f)
-    raw = copy.deepcopy(raw)
+    raw = copy.deepcopy(read(PROTOCOLS[protocol][0]))
+    recipe = read(RECIPE)
+    raw["model"], raw["train"] = copy.deepcopy(recipe["model"]), copy.deepcopy(recipe["train"])
     for section, values in overrides.items():
+        values = dict(values)
+        source = values.pop("__from__", None)
+        if source:
+            raw[section] = copy.deepcopy(read(source)[section])
         raw.setdefault(section, {}).update(values)
     raw.setdefault("train", {})["seed"] = seed
     raw["output_dir"] = os.path.join(REPO, "runs", "{name}")
