@@ -5,8 +5,6 @@ FileSystems) reach `gcp-storage-emulator` through `STORAGE_EMULATOR_HOST`; the
 same code reads and writes real buckets on GCP.
 """
 
-import os
-
 import numpy as np
 import pytest
 
@@ -23,19 +21,8 @@ BUCKET = "learn-embed-test"
 @pytest.fixture(scope="module")
 def gcs():
     """A GCS emulator with one bucket; the process environment points google-cloud-storage at it."""
-    before = {k: os.environ.get(k) for k in emulators.gcs_env("")}
-    with emulators.start_gcs() as emu:
-        os.environ.update(emulators.gcs_env(emu.url))
-        emulators.create_gcs_bucket(emu.url, BUCKET)
-        emulators.anonymous_beam_gcs()
-        try:
-            yield f"gs://{BUCKET}"
-        finally:
-            for k, v in before.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with emulators.gcs_bucket(BUCKET) as root:
+        yield root
 
 
 def _run(items, out, preset):

@@ -11,12 +11,13 @@ google-cloud-storage, `STORAGE_EMULATOR_HOST`) reaches the GCS emulator.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 HOST = "127.0.0.1"
 S3_KEY = "testing"  # moto accepts any credentials
@@ -114,6 +115,27 @@ def anonymous_beam_gcs() -> None:
     with auth._Credentials._credentials_lock:
         auth._Credentials._credentials = None
         auth._Credentials._credentials_init = True
+
+
+@contextlib.contextmanager
+def gcs_bucket(bucket: str) -> Iterator[str]:
+    """A running GCS emulator holding `bucket`, with this process pointed at it; yields `gs://bucket`.
+
+    The environment variables it sets are restored (or removed) afterwards.
+    """
+    before = {k: os.environ.get(k) for k in gcs_env("")}
+    with start_gcs() as emu:
+        os.environ.update(gcs_env(emu.url))
+        create_gcs_bucket(emu.url, bucket)
+        anonymous_beam_gcs()
+        try:
+            yield f"gs://{bucket}"
+        finally:
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 # --------------------------------------------------------------------------- S3 (TF's and Beam's s3://)

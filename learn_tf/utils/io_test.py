@@ -12,19 +12,8 @@ BUCKET = "learn-io-test"
 
 @pytest.fixture(scope="module")
 def gcs():
-    before = {k: os.environ.get(k) for k in emulators.gcs_env("")}
-    with emulators.start_gcs() as emu:
-        os.environ.update(emulators.gcs_env(emu.url))
-        emulators.create_gcs_bucket(emu.url, BUCKET)
-        emulators.anonymous_beam_gcs()
-        try:
-            yield f"gs://{BUCKET}"
-        finally:
-            for k, v in before.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with emulators.gcs_bucket(BUCKET) as root:
+        yield root
 
 
 def _roundtrip(root: str, scratch: str) -> None:
