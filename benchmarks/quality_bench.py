@@ -174,7 +174,7 @@ def run_one(protocol: str, name: str, seed: int, out_dir: str, fresh: bool = Fal
     cfg = load_cfg(protocol, overrides, seed)
     data = load_data(protocol, cfg)
     tf.keras.utils.set_random_seed(seed)
-    towers = build_towers(cfg, kind, data["catalogue"], data["content"])
+    towers = build_towers(cfg.model, cfg.train.max_len, kind, data["catalogue"], data["content"])
     print(f"[quality] {protocol} {name} seed {seed}: training", flush=True)
     result = train(towers, data["catalogue"], data["sequences"], data["validation"], cfg.train, verbose=0)
     scorer = TowerScorer(towers, data["catalogue"], cfg.train.max_len)

@@ -106,7 +106,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     content /= np.linalg.norm(content, axis=1, keepdims=True)
 
     kind = args.worker
-    towers = build_towers(cfg, kind, catalogue, content)
+    towers = build_towers(cfg.model, cfg.train.max_len, kind, catalogue, content)
     settings = cfg.train
     from dataclasses import replace
 

@@ -47,7 +47,7 @@ def serving_model_dir(cfg: Config, name: Optional[str] = None) -> str:
     through ML Metadata, when a pipeline run is recorded).
     """
     layout = cfg.layout()
-    direct = layout.model(name or model_name(cfg, cfg.pipeline.model_kind))
+    direct = layout.model(name or model_name(cfg.model, cfg.pipeline.model_kind))
     if name:
         return direct
     pushed = None

@@ -148,7 +148,7 @@ def create_pipeline(
     evaluator = RetrievalEvaluator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
         item_embeddings=embedding_gen.outputs["embeddings"], split=split_gen.outputs["split"],
-        model_name=model_name(cfg, p.model_kind), min_ndcg_at_10=p.min_ndcg_at_10,
+        model_name=model_name(cfg.model, p.model_kind), min_ndcg_at_10=p.min_ndcg_at_10,
         must_beat_content_knn=p.must_beat_content_knn).with_id("Evaluator")
     pusher = ServingPusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
                            transform_graph=transform.outputs["transform_graph"], split=split_gen.outputs["split"],

@@ -41,11 +41,11 @@ def run_fn(fn_args: "tfx.components.FnArgs") -> None:
     catalogue = data["catalogue"]
     vocab = _tft.TFTransformOutput(fn_args.transform_output).vocabulary_by_name("item_id")
     outside = {v.decode() if isinstance(v, bytes) else v for v in vocab} - set(catalogue.item_ids)
-    name = _jobs.model_name(sections, kind)
+    name = _jobs.model_name(sections.model, kind)
     print(f"[learn pipeline] train {name}: {len(data['sequences']):,} sequences, {len(catalogue):,} items, "
           f"vocabulary {len(vocab):,} ({len(outside)} ids outside the catalogue, "
           f"{data['unknown_dropped']:,} interactions dropped)")
-    towers = _jobs.build_towers(sections, kind, catalogue, data["content"])
+    towers = _jobs.build_towers(sections.model, sections.train.max_len, kind, catalogue, data["content"])
     # The trainer and save_towers write local files (checkpoints, curves, Keras weights): on an object
     # store they write into local folders that are uploaded afterwards, towers.json last.
     with _io.staged_dir(fn_args.model_run_dir) as run_dir:

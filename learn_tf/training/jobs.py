@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from learn_tf.config import Config
+from learn_tf.config import Config, ModelConfig
 from learn_tf.models.catalogue import Catalogue, user_histories
 from learn_tf.models.towers import ContentDimError, LearnTowers, SASRecTowers
-from learn_tf.training.trainer import check_cases, train
+from learn_tf.training.trainer import train
 from learn_tf.utils.io import atomic_open, write_json
 
 MODEL_KINDS = ("learn", "learn_c", "sasrec", "cllm4rec")
@@ -56,11 +56,15 @@ def load_training_data(cfg: Config) -> dict[str, Any]:
             "content": content, "sequences": sequences, "embedding_manifest": manifest}
 
 
-def build_towers(cfg: Config, kind: str, catalogue: Catalogue, content: np.ndarray) -> tf.keras.Model:
-    """LEARN towers (item tower from the config, or "c" for `learn_c`) or SASRec towers."""
-    m = cfg.model
+def build_towers(m: ModelConfig, max_len: int, kind: str, catalogue: Catalogue, content: np.ndarray
+                 ) -> tf.keras.Model:
+    """LEARN towers (item tower from the model section, or "c" for `learn_c`) or SASRec towers.
+
+    Args:
+      m: the config's model section. max_len: the train section's history length.
+    """
     common = dict(d_model=m.d_model, num_layers=m.num_layers, num_heads=m.num_heads, ff_dim=m.ff_dim,
-                  max_len=cfg.train.max_len, initializer_range=m.initializer_range)
+                  max_len=max_len, initializer_range=m.initializer_range)
     if kind == "sasrec":
         dropout = m.dropout if m.sasrec_dropout is None else m.sasrec_dropout
         return SASRecTowers(len(catalogue), use_positions=m.sasrec_use_positions, similarity=m.sasrec_similarity,
@@ -73,11 +77,11 @@ def build_towers(cfg: Config, kind: str, catalogue: Catalogue, content: np.ndarr
                        similarity=m.similarity, dropout=m.dropout, content_table=content, **common)
 
 
-def model_name(cfg: Config, kind: str) -> str:
-    """Directory / report name of a trained model."""
+def model_name(m: ModelConfig, kind: str) -> str:
+    """Directory / report name of a trained model (`m`: the config's model section)."""
     if kind == "learn":
-        suffix = "_hybrid" if cfg.model.item_inputs == "hybrid" else ""
-        return f"learn_{cfg.model.item_tower}{suffix}"
+        suffix = "_hybrid" if m.item_inputs == "hybrid" else ""
+        return f"learn_{m.item_tower}{suffix}"
     return kind
 
 
@@ -194,11 +198,11 @@ def train_job(cfg: Config, kinds: Sequence[str], models_dir: Optional[str] = Non
     models_dir = models_dir or cfg.layout().models
     val = _with_earlier(data["splits"].cases("validation"), data["interactions"])
     for kind in kinds:
-        name = model_name(cfg, kind)
+        name = model_name(cfg.model, kind)
         out = os.path.join(models_dir, name)
         print(f"[learn train] {name}: {len(data['sequences']):,} training sequences, "
               f"{len(data['catalogue']):,} items -> {out}")
-        towers = build_towers(cfg, kind, data["catalogue"], data["content"])
+        towers = build_towers(cfg.model, cfg.train.max_len, kind, data["catalogue"], data["content"])
         result = train(towers, data["catalogue"], data["sequences"], val, cfg.train, output_dir=out, verbose=verbose)
         save_towers(towers, data["catalogue"], out, {"kind": kind, "max_len": cfg.train.max_len,
                                                      "best_epoch": result.best_epoch,

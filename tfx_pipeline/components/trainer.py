@@ -33,7 +33,7 @@ from tfx_pipeline.components.artifacts import ItemEmbeddings, Split
 
 @dataclass(frozen=True)
 class TrainerSections:
-    """The config sections the Trainer receives; `learn_tf.training.jobs`' builders read only these of a Config."""
+    """The config sections the Trainer receives (the model and train sections `learn_tf.training.jobs` builds from)."""
 
     model: ModelConfig
     train: TrainConfig
