@@ -30,10 +30,10 @@ from learn_tf.embeddings.store import load_embeddings
 from learn_tf.layout import RunLayout
 from learn_app.data_commands import merge_onboarded
 from learn_tf.training.jobs import CATALOGUE_FILE, TOWERS_FILE, model_name
-from learn_tf.utils.io import atomic_path
+from learn_tf.utils.io import atomic_path, read_text
 from serving.client import is_rest_target, retrieve
 from serving.export import export_trained
-from serving.server import batching_from_flags, serve_main
+from serving.server import batching_from_config, serve_main
 from tfx_pipeline.lineage import latest_pushed_towers
 from tfx_pipeline.pipeline import pipeline_name
 
@@ -92,11 +92,13 @@ def cmd_export(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def rest_port(grpc_port: int, flag: Optional[int] = None) -> Optional[int]:
-    """The REST port `learn serve` uses: `--rest-port`, else gRPC port + 1 (8501, TF Serving's default;
-    0 when the gRPC port is 0, i.e. a free port); a negative flag turns REST off (None)."""
-    if flag is not None:
-        return None if flag < 0 else flag
+def rest_port(grpc_port: int, flag: Optional[int] = None, configured: Optional[int] = None) -> Optional[int]:
+    """The REST port `learn serve` uses: `--rest-port`, else `serving.rest_port` (`configured`), else gRPC
+    port + 1 (8501, TF Serving's default; 0 when the gRPC port is 0, i.e. a free port); a negative
+    value turns REST off (None)."""
+    chosen = flag if flag is not None else configured
+    if chosen is not None:
+        return None if chosen < 0 else chosen
     return 0 if grpc_port == 0 else grpc_port + 1
 
 
@@ -110,8 +112,10 @@ def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
     return serve_main(base, models_config=config_file if os.path.exists(config_file) else None,
                       host=args.host or cfg.serving.host, port=port,
                       num_threads=cfg.serving.num_threads, max_message_bytes=cfg.serving.max_message_bytes,
-                      poll_seconds=cfg.serving.poll_seconds, rest_port=rest_port(port, args.rest_port),
-                      batching=batching_from_flags(base, args.enable_batching, args.batching_parameters_file))
+                      poll_seconds=cfg.serving.poll_seconds,
+                      rest_port=rest_port(port, args.rest_port, cfg.serving.rest_port),
+                      batching=batching_from_config(base, cfg.serving, args.enable_batching,
+                                                    args.batching_parameters_file))
 
 
 def catalogue_items(cfg: Config) -> pd.DataFrame:
@@ -241,6 +245,12 @@ def read_new_items(path: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["item_id", *ITEM_TEXT_FIELDS, "text_fallback"])
 
 
+def trained_item_ids(model_dir: str) -> set[str]:
+    """The item ids in a trained model's catalogue (`catalogue.txt`), read through `learn_tf.utils.io` so
+    `gs://` and other remote model directories work."""
+    return {line for line in read_text(os.path.join(model_dir, CATALOGUE_FILE)).split("\n") if line}
+
+
 def add_items(cfg: Config, path: str, model_dir: Optional[str] = None) -> dict[str, Any]:
     """Onboards new items without retraining and publishes a new serving version.
 
@@ -279,8 +289,7 @@ def add_items(cfg: Config, path: str, model_dir: Optional[str] = None) -> dict[s
     pos = {str(i): k for k, i in enumerate(ids)}
     rows = matrix[[pos[i] for i in onboarded["item_id"].astype(str)]]
     # Items a later pipeline run trained (merged at ingest) are already in the towers' catalogue.
-    with open(os.path.join(model_dir, CATALOGUE_FILE), encoding="utf-8") as f:
-        trained = {line.rstrip("\n") for line in f}
+    trained = trained_item_ids(model_dir)
     extra = [k for k, i in enumerate(onboarded["item_id"].astype(str)) if i not in trained]
     paths = export_model(cfg, model_dir, extra_items=([str(onboarded["item_id"].iloc[k]) for k in extra], rows[extra]))
     with atomic_path(onboarded_path) as tmp:
@@ -325,10 +334,14 @@ def register(add: Any) -> None:  # noqa: ANN401
     sp.add_argument("--host", help="bind address (default serving.host, 127.0.0.1)")
     sp.add_argument("--port", type=int, help="gRPC port (default serving.port; 0 picks a free one)")
     sp.add_argument("--rest-port", type=int,
-                    help="REST port (default: gRPC port + 1, i.e. 8501; a free one with --port 0; -1: no REST)")
-    sp.add_argument("--enable-batching", action="store_true",
-                    help="batch concurrent requests (parameters from <model base>/batching_parameters.txt)")
-    sp.add_argument("--batching-parameters-file", help="text-format BatchingParameters (with --enable-batching)")
+                    help="REST port (default serving.rest_port, else gRPC port + 1, i.e. 8501; a free one with "
+                    "--port 0; -1: no REST)")
+    sp.add_argument("--enable-batching", action=argparse.BooleanOptionalAction, default=None,
+                    help="batch concurrent requests (default serving.enable_batching; parameters from "
+                    "serving.batching_parameters_file or <model base>/batching_parameters.txt, then the "
+                    "serving.max_batch_size / batch_timeout_micros / num_batch_threads / max_enqueued_batches keys)")
+    sp.add_argument("--batching-parameters-file",
+                    help="text-format BatchingParameters (default serving.batching_parameters_file)")
     sp = add("query", cmd_query, "top-k recommendations for a history of item ids or exact titles, over gRPC "
              "or REST")
     sp.add_argument("--history", action="append", required=True,

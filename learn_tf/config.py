@@ -245,6 +245,17 @@ class ServingConfig:
     poll_seconds: float = 2.0
     # Warmup requests written with each export (assets.extra/tf_serving_warmup_requests).
     warmup_requests: int = 8
+    # REST API port of `learn serve`: null = gRPC port + 1 (8501; a free port when port is 0), -1 = no REST.
+    rest_port: Optional[int] = None
+    # Server-side request batching (`learn serve`; `--enable-batching` / `--no-enable-batching` override).
+    # Parameters come from `batching_parameters_file` (default <model_base>/batching_parameters.txt when it
+    # exists, else TF Serving's defaults); each of the four keys below, when set, overrides the file's value.
+    enable_batching: bool = False
+    batching_parameters_file: Optional[str] = None
+    max_batch_size: Optional[int] = None
+    batch_timeout_micros: Optional[int] = None
+    num_batch_threads: Optional[int] = None
+    max_enqueued_batches: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -488,6 +499,7 @@ def _check_semantics(cfg: Config, path: str) -> None:
                       "serving.max_message_bytes": sv.max_message_bytes})
     if not 0.0 < sv.scann_recall_target <= 1.0:
         raise ConfigError(f"{path}: key 'serving.scann_recall_target' must be in (0, 1], got {sv.scann_recall_target}")
+    _check_serving(sv, path)
     if not 0.0 <= cfg.pipeline.max_unknown_item_fraction <= 1.0:
         raise ConfigError(f"{path}: key 'pipeline.max_unknown_item_fraction' must be in [0, 1], "
                           f"got {cfg.pipeline.max_unknown_item_fraction}")
@@ -504,6 +516,23 @@ def _check_semantics(cfg: Config, path: str) -> None:
             f"{path}: key 'split.min_user_interactions' must be >= 3 "
             "(one train, one validation and one test item)"
         )
+
+
+def _check_serving(sv: ServingConfig, path: str) -> None:
+    """Ranges of the serving section's ports and batching keys (named by key)."""
+    if sv.port > 65535:
+        raise ConfigError(f"{path}: key 'serving.port' must be <= 65535, got {sv.port}")
+    if sv.rest_port is not None and not -1 <= sv.rest_port <= 65535:
+        raise ConfigError(f"{path}: key 'serving.rest_port' must be in [-1, 65535] (-1: no REST), got {sv.rest_port}")
+    if sv.rest_port is not None and sv.rest_port > 0 and sv.rest_port == sv.port:
+        raise ConfigError(f"{path}: key 'serving.rest_port' must differ from 'serving.port' ({sv.port})")
+    lows = {"max_batch_size": 1, "num_batch_threads": 1, "max_enqueued_batches": 1, "batch_timeout_micros": 0}
+    for name, low in lows.items():
+        v = getattr(sv, name)
+        if v is not None and v < low:
+            raise ConfigError(f"{path}: key 'serving.{name}' must be >= {low} or null, got {v}")
+    if sv.batching_parameters_file is not None and not sv.batching_parameters_file.strip():
+        raise ConfigError(f"{path}: key 'serving.batching_parameters_file' must be a path or null, got ''")
 
 
 def _check_model_train(cfg: Config, path: str) -> None:

@@ -18,6 +18,7 @@ The models, their versions, labels and polling live in `serving.model_manager`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+from learn_tf.config import ServingConfig
 from serving.batching import BatchingParameters, BatchScheduler, read_batching_parameters
 from serving.model_manager import ModelManager
 from serving.predictor import Predictor
@@ -249,6 +251,33 @@ def batching_from_flags(model_base: str, enable: bool, parameters_file: Optional
         default = os.path.join(model_base, "batching_parameters.txt")
         parameters_file = default if os.path.exists(default) else None
     return read_batching_parameters(parameters_file) if parameters_file else BatchingParameters()
+
+
+BATCHING_KEYS = ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches")
+
+
+def batching_from_config(model_base: str, serving: ServingConfig, enable: Optional[bool] = None,
+                         parameters_file: Optional[str] = None) -> Optional[BatchingParameters]:
+    """The batching parameters of the config's serving section, command-line flags overriding it (None: off).
+
+    `enable` (`--enable-batching` / `--no-enable-batching`, None: not given) overrides
+    `serving.enable_batching`, `parameters_file` overrides `serving.batching_parameters_file`; the
+    parameters are read as `batching_from_flags` reads them, then every serving key of
+    `BATCHING_KEYS` that is set replaces the file's value.
+
+    Raises:
+      ValueError: a parameters file without batching, or a bad file or value.
+    """
+    on = serving.enable_batching if enable is None else enable
+    file = parameters_file if parameters_file is not None else serving.batching_parameters_file
+    if not on:
+        if parameters_file:
+            raise ValueError("--batching-parameters-file needs batching (--enable-batching or "
+                             "serving.enable_batching: true)")
+        return None
+    params = batching_from_flags(model_base, True, file)
+    changes = {k: getattr(serving, k) for k in BATCHING_KEYS if getattr(serving, k) is not None}
+    return dataclasses.replace(params, **changes) if changes else params
 
 
 if __name__ == "__main__":
