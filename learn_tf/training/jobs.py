@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
 from learn_tf.config import Config, ModelConfig
-from learn_tf.models.catalogue import Catalogue, user_histories
+from learn_tf.models.catalogue import Catalogue
 from learn_tf.models.towers import ContentDimError, LearnTowers, SASRecTowers
+from learn_tf.training.inputs import PackedSequences, sequences_from_records, sequences_from_split
 from learn_tf.training.trainer import train
 from learn_tf.utils.io import atomic_open, write_json
 
@@ -23,16 +24,27 @@ CATALOGUE_FILE = "catalogue.txt"
 WEIGHTS = "weights"
 
 
-def training_inputs(items: pd.DataFrame, train: pd.DataFrame, ids: np.ndarray, matrix: np.ndarray
-                    ) -> tuple[Catalogue, np.ndarray, list[np.ndarray]]:
+def training_inputs(items: pd.DataFrame, train: Union[pd.DataFrame, str], ids: np.ndarray, matrix: np.ndarray
+                    ) -> tuple[Catalogue, np.ndarray, PackedSequences]:
     """The catalogue (sorted item ids), its aligned content matrix and the users' training index sequences.
 
+    Args:
+      items: the items table (its item_id column is the catalogue).
+      train: where the training sequences come from, one input builder fed two ways: a split's training
+        interactions (in memory, `learn train`) or a directory of per-user SequenceExample shards
+        (streamed with tf.data, the TFX Trainer; `learn_tf.data.sequence_examples`).
+      ids, matrix: the item embeddings (ids [N], matrix [N, D]).
+
     Raises:
-      ValueError: a catalogue item has no embedding. UnknownItemError: a training item is not in the catalogue.
+      ValueError: a catalogue item has no embedding. UnknownItemError / SequenceRecordError: a training
+      item is not in the catalogue (named), or a record is malformed (named).
     """
     catalogue = Catalogue(np.sort(items["item_id"].astype(str).to_numpy()))
     content = catalogue.align(ids, matrix)
-    sequences = [catalogue.indices(h, context=f"user {u}") for u, h in user_histories(train)]
+    if isinstance(train, str):
+        sequences = sequences_from_records(train, catalogue)
+    else:
+        sequences = sequences_from_split(train, catalogue)
     return catalogue, content, sequences
 
 

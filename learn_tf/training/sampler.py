@@ -16,20 +16,54 @@ one plus the items after the cut, each encoded on its own.
 epoch, target index uniform in [len // 2, len - 1], last history position
 only, one target. Cuts can be recency-weighted as in the paper's industrial
 sampling: w_i = log(alpha + i (beta - alpha) / (N - 1)).
+
+An epoch is planned first (which window, or which cut and query positions,
+each row holds, and the row order) from the sequence lengths and the seed;
+rows are filled from the packed sequences one batch at a time, so memory
+holds the sequences and a few integers per row, never the epoch's arrays.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator
 
 import numpy as np
 
 from learn_tf.config import TrainConfig
+from learn_tf.training.inputs import PackedSequences, SequencesLike, as_packed
 
 MODES = ("next_item", "dense", "window", "official")
 
 
-def next_item_windows(sequences: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def window_plan(lengths: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The next-item windows of sequences of these lengths: (sequence, start, end) per window, int64.
+
+    Sequence by sequence, from the end: window k of a sequence with T = length - 1
+    transitions covers inputs [start, end) with end = T - k * max_len and
+    start = max(0, end - max_len) (labels: [start + 1, end + 1)).
+    """
+    lengths = np.asarray(lengths, np.int64)
+    transitions = np.maximum(lengths - 1, 0)
+    per_seq = -(-transitions // max_len)
+    seq = np.repeat(np.arange(len(lengths), dtype=np.int64), per_seq)
+    first = np.concatenate([[0], np.cumsum(per_seq)[:-1]]).astype(np.int64)
+    k = np.arange(len(seq), dtype=np.int64) - np.repeat(first, per_seq)
+    end = transitions[seq] - k * max_len
+    return seq, np.maximum(end - max_len, 0), end
+
+
+def _fill_windows(packed: PackedSequences, seq: np.ndarray, start: np.ndarray, end: np.ndarray, max_len: int,
+                  shift: int) -> np.ndarray:
+    """[len(seq), max_len] int32: row r holds sequence seq[r] at [start + shift, end + shift), right-padded with 0."""
+    j = np.arange(max_len, dtype=np.int64)[None, :]
+    mask = j < (end - start)[:, None]
+    idx = packed.offsets[seq][:, None] + start[:, None] + shift + j
+    out = np.zeros(mask.shape, np.int32)
+    out[mask] = packed.values[idx[mask]]
+    return out
+
+
+def next_item_windows(sequences: SequencesLike, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Tiles each sequence's transitions into right-padded windows of <= `max_len`, from the end.
 
     Args:
@@ -40,22 +74,9 @@ def next_item_windows(sequences: Sequence[np.ndarray], max_len: int) -> tuple[np
       (inputs, labels), both [W, max_len] int32: labels[w, j] is the item that
       follows inputs[w, j]; 0 = padding. Every transition appears exactly once.
     """
-    inputs, labels = [], []
-    for seq in sequences:
-        seq = np.asarray(seq, np.int32)
-        end = len(seq) - 1  # transitions: seq[i] -> seq[i + 1] for i < end
-        while end > 0:
-            start = max(0, end - max_len)
-            row_in = np.zeros(max_len, np.int32)
-            row_out = np.zeros(max_len, np.int32)
-            row_in[: end - start] = seq[start:end]
-            row_out[: end - start] = seq[start + 1:end + 1]
-            inputs.append(row_in)
-            labels.append(row_out)
-            end = start
-    if not inputs:
-        return np.zeros((0, max_len), np.int32), np.zeros((0, max_len), np.int32)
-    return np.stack(inputs), np.stack(labels)
+    packed = as_packed(sequences)
+    seq, start, end = window_plan(packed.lengths, max_len)
+    return _fill_windows(packed, seq, start, end, max_len, 0), _fill_windows(packed, seq, start, end, max_len, 1)
 
 
 class SequenceSampler:
@@ -63,27 +84,28 @@ class SequenceSampler:
 
     "next_item": {"history": [W, max_len], "labels": [W, max_len]} (the
     windows, shuffled). Other modes: history [S, max_len], query_positions
-    [S, H], targets [S, T] and pair_mask [S, H, T].
+    [S, H], targets [S, T] and pair_mask [S, H, T]. `epoch_batches` yields the
+    same rows a batch at a time (what training iterates); `epoch` all at once.
 
     Args:
-      sequences: per-user int item indices (>= 1), oldest first; users with
-        fewer than 2 items are skipped.
+      sequences: per-user int item indices (>= 1), oldest first (a list of
+        arrays or `PackedSequences`); users with fewer than 2 items are skipped.
       settings: the train section (sampling, max_len, num_targets, ...).
       seed: base seed; epoch k uses seed + k (reproducible runs).
       mode: overrides `settings.sampling` (e.g. the pretraining stage).
     """
 
-    def __init__(self, sequences: Sequence[np.ndarray], settings: TrainConfig, seed: int = 0,
+    def __init__(self, sequences: SequencesLike, settings: TrainConfig, seed: int = 0,
                  mode: str | None = None) -> None:
         self.mode = mode or settings.sampling
         if self.mode not in MODES:
             raise ValueError(f"sampling mode must be one of {MODES}, got {self.mode!r}")
-        self.sequences = [np.asarray(s, np.int32) for s in sequences if len(s) >= 2]
-        if not self.sequences:
+        self.sequences = as_packed(sequences).with_min_length(2)
+        if not len(self.sequences):
             raise ValueError("no training sequence has 2 or more items")
         self.s, self.seed, self.epoch_index = settings, seed, 0
         self.max_len = settings.max_len
-        self._windows = next_item_windows(self.sequences, self.max_len) if self.mode == "next_item" else None
+        self._windows = window_plan(self.sequences.lengths, self.max_len) if self.mode == "next_item" else None
 
     @property
     def samples_per_epoch(self) -> int:
@@ -119,46 +141,75 @@ class SequenceSampler:
             return self.max_len
         return 1 if self.mode == "official" else self.s.num_query_positions
 
-    def epoch(self) -> dict[str, np.ndarray]:
-        """One epoch: see the class docstring (rows shuffled, reproducibly per epoch)."""
+    def _plan(self) -> tuple[np.ndarray, ...]:
+        """This epoch's rows, shuffled: next_item (order,); others (order, sequence, cut, query positions)."""
         rng = np.random.default_rng(self.seed + self.epoch_index)
         self.epoch_index += 1
         if self._windows is not None:
-            order = rng.permutation(len(self._windows[0]))
-            return {"history": self._windows[0][order], "labels": self._windows[1][order]}
-        official = self.mode == "official"
-        k = 1 if official else self.s.num_targets
-        n_h, n_t = self.query_slots, self.target_slots
-        per_user = 1 if official else self.s.samples_per_user
+            return (rng.permutation(len(self._windows[0])),)
+        n_h = self.query_slots
+        per_user = 1 if self.mode == "official" else self.s.samples_per_user
         rows = len(self.sequences) * per_user
-        history = np.zeros((rows, self.s.max_len), np.int32)
+        seq_of = np.repeat(np.arange(len(self.sequences), dtype=np.int32), per_user)
+        cut = np.zeros(rows, np.int32)
         positions = np.full((rows, n_h), -1, np.int32)
-        targets = np.zeros((rows, n_t), np.int32)
-        pairs = np.zeros((rows, n_h, n_t), bool)
         r = 0
-        for seq in self.sequences:
+        for n in self.sequences.lengths.tolist():
             for _ in range(per_user):
-                c = self._cut(rng, len(seq))
-                start = max(0, c - self.s.max_len)
-                hist = seq[start:c]
-                history[r, : len(hist)] = hist
-                last = len(hist) - 1
-                if len(hist) <= n_h:
-                    pos = np.arange(len(hist))
+                c = self._cut(rng, n)
+                h = min(c, self.s.max_len)  # history length: the items [max(0, c - max_len), c)
+                last = h - 1
+                if h <= n_h:
+                    pos = np.arange(h)
                 else:
                     others = rng.choice(last, size=n_h - 1, replace=False)
                     pos = np.sort(np.append(others, last))
+                cut[r] = c
                 positions[r, : len(pos)] = pos
-                if self.mode != "window":
-                    tgt = seq[c:c + n_t]
-                    targets[r, : len(tgt)] = tgt
-                    pairs[r, : len(pos), : len(tgt)] = True
-                else:
-                    tgt = seq[start + 1:min(len(seq), c + k)]  # slot j holds the item at history index j + 1
-                    targets[r, : len(tgt)] = tgt
-                    j = np.arange(1, len(tgt) + 1)
-                    pairs[r, : len(pos), : len(tgt)] = (j[None, :] > pos[:, None]) & (j[None, :] <= pos[:, None] + k)
                 r += 1
-        order = rng.permutation(rows)
-        return {"history": history[order], "query_positions": positions[order], "targets": targets[order],
-                "pair_mask": pairs[order]}
+        return rng.permutation(rows), seq_of, cut, positions
+
+    def _rows(self, plan: tuple[np.ndarray, ...], take: np.ndarray) -> dict[str, np.ndarray]:
+        """The rows plan[0][take] filled from the sequences."""
+        order = plan[0][take]
+        if self._windows is not None:
+            seq, start, end = (a[order] for a in self._windows)
+            return {"history": _fill_windows(self.sequences, seq, start, end, self.max_len, 0),
+                    "labels": _fill_windows(self.sequences, seq, start, end, self.max_len, 1)}
+        _, seq_of, cut_of, pos_of = plan
+        k = 1 if self.mode == "official" else self.s.num_targets
+        n_h, n_t = self.query_slots, self.target_slots
+        b = len(order)
+        history = np.zeros((b, self.s.max_len), np.int32)
+        positions = pos_of[order]
+        targets = np.zeros((b, n_t), np.int32)
+        pairs = np.zeros((b, n_h, n_t), bool)
+        for i, row in enumerate(order):
+            seq = self.sequences[seq_of[row]]
+            c = int(cut_of[row])
+            start = max(0, c - self.s.max_len)
+            hist = seq[start:c]
+            history[i, : len(hist)] = hist
+            pos = positions[i][positions[i] >= 0]
+            if self.mode != "window":
+                tgt = seq[c:c + n_t]
+                targets[i, : len(tgt)] = tgt
+                pairs[i, : len(pos), : len(tgt)] = True
+            else:
+                tgt = seq[start + 1:min(len(seq), c + k)]  # slot j holds the item at history index j + 1
+                targets[i, : len(tgt)] = tgt
+                j = np.arange(1, len(tgt) + 1)
+                pairs[i, : len(pos), : len(tgt)] = (j[None, :] > pos[:, None]) & (j[None, :] <= pos[:, None] + k)
+        return {"history": history, "query_positions": positions, "targets": targets, "pair_mask": pairs}
+
+    def epoch_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """One epoch in batches of `batch_size` rows (the last may be smaller): `epoch()` cut into pieces."""
+        plan = self._plan()
+        rows = len(plan[0])
+        for start in range(0, rows, batch_size):
+            yield self._rows(plan, np.arange(start, min(start + batch_size, rows)))
+
+    def epoch(self) -> dict[str, np.ndarray]:
+        """One epoch: see the class docstring (rows shuffled, reproducibly per epoch)."""
+        plan = self._plan()
+        return self._rows(plan, np.arange(len(plan[0])))

@@ -21,6 +21,7 @@ from learn_tf.models.catalogue import Catalogue, TowerScorer, UnknownItemError, 
 from learn_tf.models.retrieval_model import RetrievalModel
 from learn_tf.models.task import resolve_negatives
 from learn_tf.training.distribute import distributed_towers, worker_output_dir
+from learn_tf.training.inputs import SequencesLike, as_packed
 from learn_tf.training.sampler import SequenceSampler
 from learn_tf.training.schedule import WarmupCosine
 from learn_tf.utils.io import atomic_path, write_json
@@ -44,14 +45,15 @@ class TrainResult:
     best_seconds: float = 0.0
 
 
-def item_log_frequencies(sequences: list[np.ndarray], num_items: int) -> np.ndarray:
+def item_log_frequencies(sequences: SequencesLike, num_items: int) -> np.ndarray:
     """[N + 1] log of each item index's share of training interactions (add-one smoothed)."""
-    counts = np.bincount(np.concatenate(sequences), minlength=num_items + 1).astype(np.float64) + 1.0
+    counts = np.bincount(as_packed(sequences).values, minlength=num_items + 1).astype(np.float64) + 1.0
     return np.log(counts / counts.sum()).astype(np.float32)
 
 
 def epoch_dataset(sampler: SequenceSampler, batch_size: int) -> tf.data.Dataset:
-    """Batches of a fresh `sampler.epoch()` each time the dataset is iterated (one epoch)."""
+    """Batches of a fresh epoch (`sampler.epoch_batches`) each time the dataset is iterated; rows are
+    filled a batch at a time, so memory holds the packed sequences, never the epoch's arrays."""
     n_t, n_h = sampler.target_slots, sampler.query_slots
     if sampler.mode == "next_item":
         sig = {"history": tf.TensorSpec([None, sampler.max_len], tf.int32),
@@ -65,9 +67,7 @@ def epoch_dataset(sampler: SequenceSampler, batch_size: int) -> tf.data.Dataset:
         }
 
     def gen():
-        ep = sampler.epoch()
-        for start in range(0, sampler.samples_per_epoch, batch_size):
-            yield {k: v[start:start + batch_size] for k, v in ep.items()}
+        yield from sampler.epoch_batches(batch_size)
 
     return tf.data.Dataset.from_generator(gen, output_signature=sig).prefetch(2)
 
@@ -90,10 +90,10 @@ def negatives_mode(settings: TrainConfig, num_items: int, sampling: Optional[str
     return resolve_negatives(settings.negatives, num_items, settings.full_softmax_max_items)
 
 
-def seen_items(train_sequences: list[np.ndarray], num_items: int) -> np.ndarray:
+def seen_items(train_sequences: SequencesLike, num_items: int) -> np.ndarray:
     """[N + 1] bool: item indices that occur in training (the only items trained as candidates)."""
     seen = np.zeros(num_items + 1, bool)
-    seen[np.concatenate([np.asarray(s, np.int64) for s in train_sequences])] = True
+    seen[as_packed(train_sequences).values] = True
     seen[0] = False
     return seen
 
@@ -109,7 +109,7 @@ def _optimizer(settings: TrainConfig, steps_per_epoch: int, epochs: int) -> tf.k
     return tf.keras.optimizers.Adam(learning_rate=lr, **clip)
 
 
-def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np.ndarray],
+def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: SequencesLike,
                      settings: TrainConfig, sampling: Optional[str] = None,
                      epochs: Optional[int] = None) -> TrainingSetup:
     """Seeds, builds the sampler, optimizer, logQ table and the compiled `RetrievalModel`.
@@ -126,6 +126,7 @@ def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequenc
         for another catalogue size.
     """
     check_towers_fit(towers, catalogue, "build them on this catalogue (jobs.build_towers)")
+    train_sequences = as_packed(train_sequences)
     check_sequences(train_sequences, len(catalogue))
     tf.keras.utils.set_random_seed(settings.seed)
     sampling = sampling or settings.sampling
@@ -145,19 +146,21 @@ def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequenc
     return TrainingSetup(model, sampler, epoch_dataset(sampler, settings.batch_size), steps)
 
 
-def check_sequences(train_sequences: list[np.ndarray], num_items: int) -> None:
+def check_sequences(train_sequences: SequencesLike, num_items: int) -> None:
     """Every training index must be a catalogue item (1..num_items); 0 / padding inside a sequence is an error.
 
     Raises:
       UnknownItemError: naming the sequence (row) and the bad index.
     """
-    for r, seq in enumerate(train_sequences):
-        seq = np.asarray(seq)
-        bad = (seq < 1) | (seq > num_items)
-        if bad.any():
-            raise UnknownItemError(
-                f"training sequence {r} holds item index {int(seq[bad][0])}, outside the catalogue's 1..{num_items}: "
-                "map item ids with Catalogue.indices (it names unknown ids) and build the towers on that catalogue")
+    packed = as_packed(train_sequences)
+    bad = (packed.values < 1) | (packed.values > num_items)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        r = int(np.searchsorted(packed.offsets, k, side="right")) - 1
+        raise UnknownItemError(
+            f"training sequence {r} holds item index {int(packed.values[k])}, outside the catalogue's "
+            f"1..{num_items}: map item ids with Catalogue.indices (it names unknown ids) and build the towers on "
+            "that catalogue")
 
 
 def check_cases(catalogue: Catalogue, cases: pd.DataFrame, max_len: int) -> None:
@@ -240,7 +243,7 @@ class _EvalCallback(tf.keras.callbacks.Callback):
                 self.stopped_early = True
 
 
-def train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np.ndarray], val_cases: pd.DataFrame,
+def train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: SequencesLike, val_cases: pd.DataFrame,
           settings: TrainConfig, output_dir: Optional[str] = None, verbose: int = 2) -> TrainResult:
     """`_train` under the `TF_CONFIG` strategy (`learn_tf.training.distribute`); unchanged without one."""
     with distributed_towers(towers) as replica:
@@ -248,7 +251,7 @@ def train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np
                       verbose=verbose)
 
 
-def _train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[np.ndarray], val_cases: pd.DataFrame,
+def _train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: SequencesLike, val_cases: pd.DataFrame,
            settings: TrainConfig, output_dir: Optional[str] = None, verbose: int = 2) -> TrainResult:
     """Trains `towers` with the configured objective; restores the best-validation weights.
 
@@ -259,7 +262,8 @@ def _train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[n
     Args:
       towers: `LearnTowers` or `SASRecTowers` built on `catalogue`.
       catalogue: item id <-> index mapping.
-      train_sequences: per-user training item indices, oldest first.
+      train_sequences: per-user training item indices, oldest first (a list of arrays or
+        `PackedSequences`, e.g. from `learn_tf.training.inputs`).
       val_cases: validation cases (split == "validation"), for early stopping.
       settings: the config's train section.
       output_dir: where checkpoints, TensorBoard logs, history.json and
@@ -273,6 +277,7 @@ def _train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: list[n
       ValueError: a validation history is empty (naming the row and user).
     """
     t0 = time.time()
+    train_sequences = as_packed(train_sequences)
     check_cases(catalogue, val_cases, settings.max_len)
     if settings.pretrain_epochs and settings.sampling == "next_item":
         stage = prepare_training(towers, catalogue, train_sequences, settings, sampling="dense",

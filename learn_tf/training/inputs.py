@@ -1,0 +1,183 @@
+"""The training input builder: users' training sequences as catalogue indices, packed into two flat arrays.
+
+One function, `pack_sequences`, builds what the sampler trains on from batches of
+(user ids, index values, lengths) in user order; it is fed either
+
+- streamed: `sequences_from_records` reads the per-user SequenceExample shards
+  (`learn_tf.data.sequence_examples`, written by `beam/sequences.py`) with `tf.data`,
+  so the interactions never exist as strings in memory (the TFX Trainer), or
+- in memory: `sequences_from_split` walks a split's training interactions (`learn train`).
+
+Both give the same `PackedSequences` for the same split (users sorted by id, items
+oldest first), so the sampler draws the same windows and pairs with the same seed.
+The packed form costs 4 bytes per training interaction plus 8 per user.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from learn_tf.data import sequence_examples as sx
+from learn_tf.models.catalogue import Catalogue, user_histories
+from learn_tf.utils import io
+
+
+class PackedSequences(Sequence[np.ndarray]):
+    """Many int32 sequences in one array: sequence i is values[offsets[i]:offsets[i + 1]].
+
+    Args:
+      values: [total] int32 item indices, sequence after sequence.
+      offsets: [num_sequences + 1] int64, starting at 0, non-decreasing, ending at len(values).
+    """
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray) -> None:
+        self.values = np.asarray(values, np.int32)
+        self.offsets = np.asarray(offsets, np.int64)
+        if self.offsets.ndim != 1 or len(self.offsets) < 1 or self.offsets[0] != 0 \
+                or self.offsets[-1] != len(self.values) or (np.diff(self.offsets) < 0).any():
+            raise ValueError("PackedSequences: offsets must start at 0, never decrease and end at len(values)")
+
+    @classmethod
+    def from_arrays(cls, sequences: Iterable[Sequence[int]]) -> "PackedSequences":
+        """Packs a list of int sequences."""
+        arrays = [np.asarray(s, np.int32) for s in sequences]
+        lengths = np.array([len(a) for a in arrays], np.int64)
+        values = np.concatenate(arrays) if arrays else np.zeros(0, np.int32)
+        return cls(values, np.concatenate([[0], np.cumsum(lengths)]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i):  # type: ignore[override]  # int -> one sequence (a view)
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"sequence {i} of {len(self)}")
+        return self.values[self.offsets[i]:self.offsets[i + 1]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self.values[self.offsets[i]:self.offsets[i + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """[num_sequences] int64 lengths."""
+        return np.diff(self.offsets)
+
+    def with_min_length(self, n: int) -> "PackedSequences":
+        """The sequences of at least `n` items, in order (self when all are)."""
+        keep = self.lengths >= n
+        if keep.all():
+            return self
+        starts, ends = self.offsets[:-1][keep], self.offsets[1:][keep]
+        take = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if keep.any() else np.zeros(0, int)
+        return PackedSequences(self.values[take], np.concatenate([[0], np.cumsum(ends - starts)]))
+
+    def equals(self, other: "PackedSequences") -> bool:
+        """Same sequences, same order."""
+        return np.array_equal(self.offsets, other.offsets) and np.array_equal(self.values, other.values)
+
+
+SequencesLike = Union[PackedSequences, Sequence[np.ndarray]]
+
+
+def as_packed(sequences: SequencesLike) -> PackedSequences:
+    """`sequences` as PackedSequences (no copy when they already are)."""
+    return sequences if isinstance(sequences, PackedSequences) else PackedSequences.from_arrays(sequences)
+
+
+def pack_sequences(batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                   expected_items: Optional[int] = None) -> PackedSequences:
+    """Packs batches of (user ids [B], values [sum of lengths] int32, lengths [B]) given in user order.
+
+    Args:
+      batches: as `sequence_examples.training_batches` yields them; users must come sorted by id
+        (the order every consumer relies on: the sampler draws in this order).
+      expected_items: total values, when known (e.g. a manifest's count): preallocates once instead of
+        concatenating, so packing never holds two copies.
+
+    Raises:
+      ValueError: users out of order or repeated (naming the two ids), or more values than expected_items.
+    """
+    chunks: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    buf = np.empty(expected_items, np.int32) if expected_items is not None else None
+    filled = 0
+    last: Optional[str] = None
+    for users, values, lens in batches:
+        if len(users):
+            ids = [u.decode("utf-8") if isinstance(u, bytes) else str(u) for u in (users[0], users[-1])]
+            if last is not None and not last < ids[0]:
+                raise ValueError(f"training sequences are not in user order: user {ids[0]!r} follows {last!r}")
+            if len(users) > 1:
+                keys = np.asarray(users)
+                if not (keys[1:] > keys[:-1]).all():
+                    k = int(np.flatnonzero(~(keys[1:] > keys[:-1]))[0])
+                    raise ValueError(f"training sequences are not in user order: user {keys[k + 1]!r} follows "
+                                     f"{keys[k]!r}")
+            last = ids[1]
+        lengths.append(np.asarray(lens, np.int64))
+        if buf is not None:
+            if filled + len(values) > len(buf):
+                raise ValueError(f"more training items than the expected {expected_items:,}")
+            buf[filled:filled + len(values)] = values
+            filled += len(values)
+        else:
+            chunks.append(np.asarray(values, np.int32))
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]) if lengths else np.zeros(1, np.int64)
+    if buf is not None:
+        values_all = buf[:filled]
+    else:
+        values_all = np.concatenate(chunks) if chunks else np.zeros(0, np.int32)
+    return PackedSequences(values_all, offsets)
+
+
+def sequences_from_split(train: pd.DataFrame, catalogue: Catalogue, batch_users: int = 4096) -> PackedSequences:
+    """In-memory feed: a split's training interactions (user_id, item_id, position) -> packed index sequences.
+
+    Raises:
+      UnknownItemError: a training item is not in the catalogue (naming the user and the id).
+    """
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        users: list[str] = []
+        seqs: list[np.ndarray] = []
+        for u, h in user_histories(train):
+            users.append(str(u))
+            seqs.append(catalogue.indices(h, context=f"user {u}"))
+            if len(users) == batch_users:
+                yield _batch(users, seqs)
+                users, seqs = [], []
+        if users:
+            yield _batch(users, seqs)
+
+    return pack_sequences(batches())
+
+
+def _batch(users: list[str], seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.array(users, dtype=object), np.concatenate(seqs).astype(np.int32),
+            np.array([len(s) for s in seqs], np.int64))
+
+
+def sequences_from_records(directory: str, catalogue: Catalogue, batch_size: int = 512,
+                           counts: Optional[sx.ReadCounts] = None) -> PackedSequences:
+    """Streamed feed: the SequenceExample shards under `directory` -> packed training index sequences.
+
+    Reads the shards with `tf.data` a batch of users at a time; only the packed
+    indices stay in memory (preallocated from the shards' manifest when present).
+
+    Raises:
+      FileNotFoundError: no shards under `directory`.
+      SequenceRecordError: a malformed record or a training item outside the catalogue (named).
+    """
+    files = sx.shard_files(directory)
+    expected = None
+    manifest_path = f"{directory.rstrip('/')}/{sx.MANIFEST_FILE}"
+    if io.exists(manifest_path):
+        expected = int(io.read_json(manifest_path).get("roles", {}).get("train", 0)) or None
+    return pack_sequences(sx.training_batches(files, catalogue.item_ids, batch_size, counts), expected)
