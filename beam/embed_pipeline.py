@@ -88,7 +88,8 @@ def _counters(result: Any) -> dict[str, int]:
         c.key.metric.name: int(c.committed if c.committed is not None else c.attempted)
         for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
     }
-    counters.setdefault("forward_passes", 0)
+    for name in ("forward_passes", "backbone_calls", "padded_tokens", "tokens"):
+        counters.setdefault(name, 0)
     return counters
 
 
@@ -107,6 +108,8 @@ def run_embedding_job(
                                "--direct_num_workers=1"),
     force: bool = False,
     refit: bool = False,
+    fast_tokenizer: bool = True,
+    jit_compile: bool = False,
 ) -> EmbedResult:
     """Embeds the catalogue incrementally and publishes the result atomically.
 
@@ -117,6 +120,11 @@ def run_embedding_job(
     removed afterwards. Post-processing is fitted on the catalogue the first
     time (or with `refit`/`force`, or when settings change) and otherwise
     reused, so items embedded later get the identical transform.
+
+    Texts to embed are batched by length (`learn_tf.embeddings.batching`):
+    n texts take ceil(n / batch_size) forward passes. `fast_tokenizer` and
+    `jit_compile` are `TextEmbedder`'s; neither changes the cache key (ids are
+    identical, vectors equal within float tolerance).
 
     Raises:
       EmbedderLoadError: the model cannot be found or loaded.
@@ -151,6 +159,7 @@ def run_embedding_job(
         transform_file=(_absolute(os.path.join(output_dir, manifest["transform_file"]))
                         if manifest and have and not refit and manifest.get("settings") == settings else None),
         expected_to_embed=len(ids) - sum(h in have for h in hashes),
+        fast_tokenizer=fast_tokenizer, jit_compile=jit_compile,
     )
     p = beam.Pipeline(options=PipelineOptions(list(beam_args)))
     build_embedding_pipeline(p, spec)
@@ -174,4 +183,5 @@ def run_embedding_job_from_config(embedding: Any, items_path: str, output_dir: s
     return run_embedding_job(
         items_path, output_dir, model=e.model, template=e.template, pooling=e.pooling, max_tokens=e.max_tokens,
         batch_size=e.batch_size, postprocess_method=e.postprocess, whiten_dim=e.whiten_dim,
-        num_shards=e.num_shards, beam_args=list(e.beam_args) + list(extra_beam_args), force=force, refit=refit)
+        num_shards=e.num_shards, beam_args=list(e.beam_args) + list(extra_beam_args), force=force, refit=refit,
+        fast_tokenizer=e.fast_tokenizer, jit_compile=e.jit_compile)

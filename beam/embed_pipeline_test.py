@@ -15,7 +15,8 @@ from beam.embed_pipeline import run_embedding_job
 from learn_tf.config import DataConfig, SyntheticConfig
 from learn_tf.data.ingest import ingest
 from learn_tf.embeddings import store
-from learn_tf.embeddings.text_embedder import EmbedderLoadError
+from learn_tf.embeddings.batching import length_bucket
+from learn_tf.embeddings.text_embedder import EmbedderLoadError, TextEmbedder
 
 N_ITEMS = 60
 
@@ -39,7 +40,9 @@ def test_incremental_runs_count_forward_passes(items_path, tmp_path, tiny_decode
     out = str(tmp_path / "emb")
     first = _run(items_path, out, tiny_decoder_preset)
     assert first.ran_pipeline and first.counters["texts_embedded"] == N_ITEMS
-    assert first.counters["forward_passes"] >= N_ITEMS // 8
+    # Bucket-only batching: n texts take ceil(n / batch) passes, whatever their lengths.
+    assert first.counters["forward_passes"] == first.counters["backbone_calls"] == -(-N_ITEMS // 8)
+    assert first.counters["tokens"] <= first.counters["padded_tokens"] < 1.5 * first.counters["tokens"]
     ids, mat, manifest = store.load_embeddings(out)
     assert len(ids) == N_ITEMS and len(set(ids)) == N_ITEMS and mat.shape == (N_ITEMS, 16)
     assert np.isfinite(mat).all() and np.allclose(np.linalg.norm(mat, axis=1), 1, atol=1e-5)
@@ -58,6 +61,7 @@ def test_incremental_runs_count_forward_passes(items_path, tmp_path, tiny_decode
     items.to_parquet(items_path)
     third = _run(items_path, out, tiny_decoder_preset)
     assert third.counters["texts_embedded"] == 1 and third.counters["forward_passes"] == 1
+    assert third.counters["backbone_calls"] == 1
     assert third.counters["items_reused"] == N_ITEMS - 1
     ids3, mat3, manifest3 = store.load_embeddings(out)
     assert list(ids3) == list(ids)
@@ -70,6 +74,32 @@ def test_incremental_runs_count_forward_passes(items_path, tmp_path, tiny_decode
     # Old run's files are gone; only what the manifest lists remains.
     listed = {f for g in manifest3["files"].values() for f in g} | {manifest3["transform_file"], "manifest.json"}
     assert set(os.listdir(out)) == listed
+
+
+def test_three_new_items_of_different_lengths_take_one_forward_pass(items_path, tmp_path, tiny_decoder_preset):
+    """An incremental run of 3 new items (three length buckets) is exactly 1 backbone execution."""
+    out = str(tmp_path / "emb")
+    titles = ["x", "space war night day", "a love night in the day of space war comedy"]
+    enc = TextEmbedder(tiny_decoder_preset, max_tokens=48)
+    ids, _ = enc.tokenize(titles)
+    assert len({length_bucket(len(r), 48) for r in ids}) == 3  # three buckets
+
+    def run():
+        return run_embedding_job(items_path, out, model=tiny_decoder_preset, template="{title}", max_tokens=48,
+                                 batch_size=8)
+
+    run()
+    items = pd.read_parquet(items_path)
+    new = pd.DataFrame({"item_id": ["new-short", "new-mid", "new-long"], "title": titles})
+    for col in items.columns.difference(new.columns):
+        new[col] = items[col].iloc[0]
+    pd.concat([items, new[items.columns]], ignore_index=True).to_parquet(items_path)
+    res = run()
+    assert res.counters["texts_embedded"] == 3 and res.counters["items_reused"] == N_ITEMS
+    assert res.counters["backbone_calls"] == 1 and res.counters["forward_passes"] == 1
+    assert res.counters["tokens"] == sum(len(r) for r in ids)
+    ids_out, mat, _ = store.load_embeddings(out)
+    assert len(ids_out) == N_ITEMS + 3 and np.isfinite(mat).all()
 
 
 def test_bad_input_fallbacks_and_truncation(tmp_path, tiny_decoder_preset):

@@ -2,8 +2,10 @@
 
 items.parquet -> render prompt -> key by hash(model, template, text)
   -> join with the published cache -> hits reuse their vector;
-     misses: tokenize -> batch by length bucket -> frozen keras-hub backbone
-             -> pool -> L2-normalise
+     misses: tokenize -> group by length bucket -> full batches of similar
+             lengths; the buckets' remainders pooled and batched (n texts =
+             ceil(n / batch) forward passes) -> spread over workers -> frozen
+             keras-hub backbone -> pool -> L2-normalise
   -> fit post-processing on the catalogue (centring / whitening moments)
   -> apply -> sharded Parquet + TFRecord, raw-vector cache, staged stats.
 """
@@ -58,7 +60,18 @@ def build_embedding_pipeline(p: Any, spec: EmbedSpec) -> dict[str, Any]:
         | "BatchTexts" >> beam.BatchElements(min_batch_size=16, max_batch_size=512)
         | "Tokenize" >> beam.ParDo(t.TokenizeFn(spec, model))
         | "GroupByLength" >> beam.GroupByKey()
-        | "Batch" >> beam.FlatMap(t.chunk, spec.batch_size)
+        | "FullBatches" >> beam.FlatMap(t.full_batches, spec.batch_size).with_outputs("rest", main="full")
+    )
+    rest = (
+        embedded.rest
+        | "PoolRests" >> beam.Map(lambda v: (0, v))
+        | "GroupRests" >> beam.GroupByKey()
+        | "RestBatches" >> beam.FlatMap(t.rest_batches, spec.batch_size)
+    )
+    embedded = (
+        (embedded.full, rest)
+        | "AllBatches" >> beam.Flatten()
+        | "SpreadBatches" >> beam.Reshuffle()  # one bucket's full batches still spread over workers
         | "Embed" >> beam.ParDo(t.EmbedBatchFn(spec, model))
     )
     rows = (split.hit, embedded) | "AllRaw" >> beam.Flatten()  # (item_id, hash, raw)

@@ -22,7 +22,8 @@ class EmbedSpec:
     postprocess: str = "center"
     whiten_dim: Optional[int] = None
     num_shards: int = 2
-    num_subkeys: int = 8  # parallelism inside one length bucket
+    fast_tokenizer: bool = True  # Hugging Face `tokenizers` with keras-hub's ids when supported
+    jit_compile: bool = False  # XLA for the backbone forward
     cache_files: tuple[str, ...] = ()
     transform_file: Optional[str] = None  # reuse this fitted transform instead of refitting
     expected_to_embed: int = 0  # for progress / ETA only

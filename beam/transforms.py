@@ -18,7 +18,8 @@ from beam.spec import EmbedSpec
 from learn_tf.embeddings import postprocess
 from learn_tf.embeddings import store
 from learn_tf.embeddings.templates import item_text
-from learn_tf.embeddings.text_embedder import TextEmbedder, bucket_length
+from learn_tf.embeddings.batching import chunk_sorted, length_bucket, split_full_batches
+from learn_tf.embeddings.text_embedder import TextEmbedder
 from learn_tf.pretrained.presets import resolve_preset
 
 NAMESPACE = "learn_embed"
@@ -36,10 +37,12 @@ class _EncoderHolder:
 
     def __init__(self, encoder: Any) -> None:
         self.encoder = encoder
+        self.lock = threading.Lock()  # one forward at a time per process: exact backbone-call counts
 
 
-def _load_encoder(model: str, pooling: str, max_tokens: int) -> _EncoderHolder:
-    return _EncoderHolder(TextEmbedder(resolve_preset(model), pooling=pooling, max_tokens=max_tokens))
+def _load_encoder(spec: EmbedSpec) -> _EncoderHolder:
+    return _EncoderHolder(TextEmbedder(resolve_preset(spec.model), pooling=spec.pooling, max_tokens=spec.max_tokens,
+                                       fast_tokenizer=spec.fast_tokenizer, jit_compile=spec.jit_compile))
 
 
 class _Progress:
@@ -113,42 +116,56 @@ class _ModelFn(beam.DoFn):
         self.spec, self.shared_handle = spec, shared_handle
 
     def setup(self) -> None:
-        s = self.spec
-        self.holder = self.shared_handle.acquire(lambda: _load_encoder(s.model, s.pooling, s.max_tokens))
+        spec = self.spec
+        self.holder = self.shared_handle.acquire(lambda: _load_encoder(spec))
 
 
 class TokenizeFn(_ModelFn):
-    """Tokenizes a batch of texts; keys each by its padded-length bucket."""
+    """Tokenizes a batch of texts; keys each by its length bucket (`learn_tf.embeddings.batching`)."""
 
     def process(self, batch):
         ids, truncated = self.holder.encoder.tokenize([text for _, text, _ in batch])
         _count("texts_truncated", sum(truncated))
         _count("tokens", sum(len(r) for r in ids))
         for (h, _, item_ids), r in zip(batch, ids):
-            # Key: (padded length, sub-key) so one long bucket still spreads over workers.
-            key = (bucket_length(len(r), self.spec.max_tokens), int(h[:8], 16) % self.spec.num_subkeys)
-            yield key, (h, r.tolist(), item_ids)
+            yield length_bucket(len(r), self.spec.max_tokens), (h, r.tolist(), item_ids)
 
 
-def chunk(element: tuple[tuple[int, int], Iterable[Any]], size: int) -> Iterator[tuple[int, list[Any]]]:
-    """Cuts one length bucket into batches of `size` (sorted by hash: deterministic batches)."""
-    (bucket, _), values = element
-    values = sorted(values, key=lambda v: v[0])
-    for s in range(0, len(values), size):
-        yield bucket, values[s : s + size]
+def _by_length(v: Any) -> tuple[int, str]:
+    return len(v[1]), v[0]  # (token count, text hash): similar lengths together, deterministic
+
+
+def full_batches(element: tuple[int, Iterable[Any]], size: int) -> Iterator[Any]:
+    """One length bucket -> its full batches of `size` (main output); the remainder goes to "rest" per value."""
+    _, values = element
+    full, rest = split_full_batches(values, size, _by_length)
+    yield from full
+    for v in rest:
+        yield beam.pvalue.TaggedOutput("rest", v)
+
+
+def rest_batches(element: tuple[Any, Iterable[Any]], size: int) -> Iterator[list[Any]]:
+    """The remainders of all buckets, pooled -> batches of `size` sorted by length (the last may be short)."""
+    _, values = element
+    yield from chunk_sorted(values, size, _by_length)
 
 
 class EmbedBatchFn(_ModelFn):
-    """Runs the frozen backbone on one same-bucket batch; emits (item_id, hash, raw) per item."""
+    """Runs the frozen backbone on one batch of similar lengths; emits (item_id, hash, raw) per item."""
 
     def setup(self) -> None:
         super().setup()
         self.progress = _PROGRESS.setdefault(self.spec.run_id, _Progress(self.spec.expected_to_embed))
 
-    def process(self, element):
-        bucket, batch = element
-        vecs = self.holder.encoder.embed_ids([np.asarray(ids, np.int32) for _, ids, _ in batch], pad_to=bucket)
+    def process(self, batch):
+        enc = self.holder.encoder
+        with self.holder.lock:
+            calls, padded = int(enc.backbone_calls.numpy()), enc.padded_tokens
+            vecs = enc.embed_ids([np.asarray(ids, np.int32) for _, ids, _ in batch])
+            calls, padded = int(enc.backbone_calls.numpy()) - calls, enc.padded_tokens - padded
         _count("forward_passes")
+        _count("backbone_calls", calls)  # executions of the traced backbone graph
+        _count("padded_tokens", padded)
         _count("texts_embedded", len(batch))
         for (h, _, item_ids), v in zip(batch, vecs):
             if not np.all(np.isfinite(v)):

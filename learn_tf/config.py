@@ -126,6 +126,10 @@ class EmbeddingConfig:
     postprocess: Literal["none", "center", "whiten"] = "center"
     whiten_dim: Optional[int] = None
     num_shards: int = 2
+    # Tokenize with Hugging Face `tokenizers` (keras-hub's ids, no ~10 s trace per worker) where supported.
+    fast_tokenizer: bool = True
+    # XLA-compile the backbone forward (one compile per padded shape); benchmarks/embed_bench.py measures it.
+    jit_compile: bool = False
     # Beam pipeline options for local runs. Beam >= 2.68's DirectRunner would
     # otherwise try to download the Prism runner (see docs/dataflow.md).
     beam_args: tuple[str, ...] = ("--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1")

@@ -1,24 +1,32 @@
 """A frozen keras-hub text encoder: tokenize, run the backbone, pool, L2-normalise.
 
 Used by the Beam embedding job (one instance per worker), the plain-loop
-benchmark and cold-item onboarding. Decoder LLMs (Llama, Gemma) and BERT-style
-encoders are both supported; the last hidden layer is pooled under the padding
-mask ("mean") or taken at the last real token ("last").
+benchmark and cold-item onboarding: both go through `tokenize` and
+`embed_ids`, with batches planned by `learn_tf.embeddings.batching`. Decoder
+LLMs (Llama, Gemma) and BERT-style encoders are both supported; the last
+hidden layer is pooled under the padding mask ("mean") or taken at the last
+real token ("last"). Tokenization takes the Hugging Face `tokenizers` fast
+path (`fast_tokenizer.py`, keras-hub's ids) when the tokenizer family has one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+import time
+from typing import Optional, Sequence
 
 import numpy as np
 
 import learn_tf  # noqa: F401  (environment before TensorFlow / Keras load)
 import tensorflow as tf
 
+from learn_tf.embeddings.batching import length_bucket, padded_length, plan_batches
+from learn_tf.embeddings.fast_tokenizer import fast_tokenizer_for
+
 POOLINGS = ("mean", "last")
 PAD_MULTIPLE = 16
+JIT_PAD_MULTIPLE = 16  # with jit_compile each padded shape compiles once: few lengths
 
 
 class EmbedderLoadError(RuntimeError):
@@ -26,8 +34,8 @@ class EmbedderLoadError(RuntimeError):
 
 
 def bucket_length(n_tokens: int, max_tokens: int, multiple: int = PAD_MULTIPLE) -> int:
-    """Padded length for a sequence of `n_tokens`: the next multiple, capped at max_tokens."""
-    return min(max_tokens, max(multiple, -(-n_tokens // multiple) * multiple))
+    """The length bucket of a sequence of `n_tokens`: the next multiple, capped at max_tokens."""
+    return length_bucket(n_tokens, max_tokens, multiple)
 
 
 def _backbone_overrides(preset: str) -> dict[str, float]:
@@ -50,9 +58,21 @@ class TextEmbedder:
         or a keras-hub preset handle.
       pooling: "mean" (under the padding mask) or "last" (last real token).
       max_tokens: texts are truncated to this many tokens.
+      fast_tokenizer: tokenize with Hugging Face `tokenizers` (keras-hub's ids)
+        when the tokenizer family supports it; else keras-hub's traced tokenizer.
+      jit_compile: XLA-compile the backbone forward (one compile per padded shape).
+      pad_multiple: batches are padded to their longest text rounded up to this
+        (default 1, or 16 with jit_compile to bound the number of compiles).
+
+    Attributes:
+      backbone_calls: a `tf.Variable` incremented inside the traced forward
+        graph, once per backbone execution.
+      tokenizer_setup_seconds: tokenizer load + fast-path build + first call.
+      real_tokens, padded_tokens: tokens fed to `embed_ids`, without and with padding.
     """
 
-    def __init__(self, preset: str, pooling: str = "mean", max_tokens: int = 128) -> None:
+    def __init__(self, preset: str, pooling: str = "mean", max_tokens: int = 128, fast_tokenizer: bool = True,
+                 jit_compile: bool = False, pad_multiple: Optional[int] = None) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if max_tokens < 2:
@@ -66,6 +86,7 @@ class TextEmbedder:
             raise EmbedderLoadError(f"model path {preset!r} is not a folder or a keras-hub handle")
         try:
             self.backbone = keras_hub.models.Backbone.from_preset(preset, **_backbone_overrides(preset))
+            t0 = time.perf_counter()
             self.tokenizer = keras_hub.models.Tokenizer.from_preset(preset)
         except Exception as e:  # keras-hub raises many kinds here
             raise EmbedderLoadError(f"cannot load a keras-hub backbone/tokenizer from {preset!r}: {e}") from e
@@ -76,14 +97,33 @@ class TextEmbedder:
         self.input_names = {t.name.split(":")[0] for t in self.backbone.inputs} if self.backbone.inputs else set()
         self.is_encoder = "segment_ids" in self.input_names
         self.dim = int(self.backbone.hidden_dim)
+        self.jit_compile = bool(jit_compile)
+        self.pad_multiple = int(pad_multiple or (JIT_PAD_MULTIPLE if jit_compile else 1))
         self.forward_passes = 0
+        self.real_tokens = 0
+        self.padded_tokens = 0
+        self.backbone_calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="backbone_calls")
         self._cls = getattr(self.tokenizer, "cls_token_id", None) if self.is_encoder else None
         self._sep = getattr(self.tokenizer, "sep_token_id", None) if self.is_encoder else None
         self._pad = int(getattr(self.tokenizer, "pad_token_id", 0) or 0)
         spec = tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.bool)
-        self._forward = tf.function(self._forward_impl, input_signature=spec)
+        self._forward = tf.function(self._forward_impl, input_signature=spec, jit_compile=self.jit_compile)
+        self._fast = fast_tokenizer_for(self.tokenizer) if fast_tokenizer else None
         # keras-hub's BPE merge loop is very slow eagerly; traced once, it is fast.
         self._tokenize = tf.function(lambda x: self.tokenizer(x), input_signature=[tf.TensorSpec([None], tf.string)])
+        self._raw_ids(["warm up"])  # the trace (keras-hub path) or first eager ops (fast path)
+        self.tokenizer_setup_seconds = time.perf_counter() - t0
+
+    @property
+    def fast_tokenizer(self) -> bool:
+        """Whether `tokenize` takes the Hugging Face `tokenizers` path."""
+        return self._fast is not None
+
+    def _raw_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        if self._fast is not None:
+            return self._fast(texts)
+        ragged = self._tokenize(tf.constant([t.encode("utf-8") for t in texts], dtype=tf.string))
+        return ragged.to_list() if hasattr(ragged, "to_list") else [list(r) for r in ragged.numpy()]
 
     def tokenize(self, texts: Sequence[str]) -> tuple[list[np.ndarray], list[bool]]:
         """Token ids per text (with [CLS]/[SEP] for encoders), truncated to max_tokens.
@@ -93,8 +133,7 @@ class TextEmbedder:
         """
         if not texts:
             return [], []
-        ragged = self._tokenize(tf.constant([t.encode("utf-8") for t in texts], dtype=tf.string))
-        rows = ragged.to_list() if hasattr(ragged, "to_list") else [list(r) for r in ragged.numpy()]
+        rows = self._raw_ids(texts)
         ids, truncated = [], []
         room = self.max_tokens - (2 if self.is_encoder else 0)
         for r in rows:
@@ -112,6 +151,7 @@ class TextEmbedder:
         inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
         if self.is_encoder:
             inputs["segment_ids"] = tf.zeros_like(token_ids)
+        self.backbone_calls.assign_add(1)
         out = self.backbone(inputs, training=False)
         hidden = out["sequence_output"] if isinstance(out, dict) else out
         hidden = tf.cast(hidden, tf.float32)
@@ -123,26 +163,34 @@ class TextEmbedder:
             pooled = tf.gather(hidden, last, batch_dims=1)
         return tf.math.l2_normalize(pooled, axis=-1)
 
-    def embed_ids(self, ids: Sequence[np.ndarray], pad_to: int | None = None) -> np.ndarray:
-        """Embeds one batch of token-id sequences (right-padded) into [B, dim] float32."""
+    def pad_length(self, lengths: Sequence[int]) -> int:
+        """The padded length of a batch with these sequence lengths."""
+        return padded_length(max(lengths, default=0), self.max_tokens, self.pad_multiple)
+
+    def embed_ids(self, ids: Sequence[np.ndarray], pad_to: Optional[int] = None) -> np.ndarray:
+        """Embeds one batch of token-id sequences (right-padded) into [B, dim] float32.
+
+        Args:
+          ids: B int sequences (from `tokenize`).
+          pad_to: padded length; default `pad_length` of the batch.
+        """
         if not ids:
             return np.zeros((0, self.dim), np.float32)
-        length = pad_to or max(len(r) for r in ids)
+        length = pad_to or self.pad_length([len(r) for r in ids])
         tokens = np.full((len(ids), length), self._pad, dtype=np.int32)
         mask = np.zeros((len(ids), length), dtype=bool)
         for k, r in enumerate(ids):
             tokens[k, : len(r)] = r
             mask[k, : len(r)] = True
         self.forward_passes += 1
+        self.real_tokens += int(mask.sum())
+        self.padded_tokens += int(mask.size)
         return self._forward(tokens, mask).numpy().astype(np.float32)
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """The plain loop: sort by length, batch, pad to bucket, embed; rows in input order."""
+        """The plain loop: tokenize, batch as the Beam job does (`plan_batches`), embed; rows in input order."""
         ids, _ = self.tokenize(texts)
-        order = np.argsort([len(r) for r in ids], kind="stable")
         out = np.zeros((len(ids), self.dim), np.float32)
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            batch = [ids[i] for i in idx]
-            out[idx] = self.embed_ids(batch, bucket_length(max(len(r) for r in batch), self.max_tokens))
+        for idx in plan_batches([len(r) for r in ids], batch_size, self.max_tokens):
+            out[idx] = self.embed_ids([ids[i] for i in idx])
         return out
