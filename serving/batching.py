@@ -21,15 +21,16 @@ always completed (result or error): callers never hang.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 import os
 import re
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Mapping, Optional
+from typing import Any, Callable, Hashable, Mapping, Optional
 
 import grpc
 import numpy as np
@@ -101,40 +102,63 @@ def read_batching_parameters(path: str) -> BatchingParameters:
     return BatchingParameters(**values)
 
 
-@dataclass
+_POOL = "scheduler thread"  # the driver of a batch whose tasks were submitted without a waiting caller
+
+
+@dataclass(eq=False)
 class _Task:
     inputs: Mapping[str, np.ndarray]
     size: int
-    future: Future
+    future: Optional[Future] = None  # submit(): completed by whoever runs the batch
+    outputs: Optional[Outputs] = None
+    error: Optional[BaseException] = None
+    done: bool = False
 
 
-@dataclass
-class _Batch:
-    opened: float
-    tasks: list[_Task] = field(default_factory=list)
-    size: int = 0
-    closed: bool = False
-
-
-@dataclass
+@dataclass(eq=False)
 class _Queue:
+    key: Hashable
     run: RunFn
     batches: collections.deque = field(default_factory=collections.deque)
 
 
-class BatchScheduler:
-    """Merges concurrent tasks of one queue into batches run by a shared pool of batch threads.
+@dataclass(eq=False)
+class _Batch:
+    queue: _Queue
+    opened: float
+    lead: threading.Condition  # its driver waits here (full, timeout, a free run slot)
+    finished: threading.Condition  # its other callers wait here (results, or leadership handed to them)
+    tasks: list[_Task] = field(default_factory=list)
+    size: int = 0
+    full: bool = False  # no task joins any more
+    picked: bool = False  # out of its queue: holds a run slot, running or run
+    due: bool = False  # in the scheduler's list of batches waiting for a run slot
+    driver: Any = None  # the _Task whose caller runs it, _POOL, or None (waits for a scheduler thread)
 
-    `submit(key, run, inputs)` returns a Future of the task's own rows of `run`'s outputs. `key`
-    names the queue (callers include the model version, the signature and the inputs' shapes past
+
+class BatchScheduler:
+    """Merges concurrent tasks of one queue into batches, at most `num_batch_threads` of them running at once.
+
+    `execute(key, run, inputs, timeout)` returns the task's own rows of `run`'s outputs. `key` names
+    the queue (callers include the model version, the signature and the inputs' shapes past
     dimension 0, so tasks of one queue concatenate); `run` maps concatenated inputs to outputs whose
-    dimension 0 is the batch's rows. `stats` counts batches and tasks (for tests and benchmarks).
+    dimension 0 is the batch's rows. The first caller of a batch leads it: it waits until the batch
+    is full or `batch_timeout_micros` old and a run slot is free (oldest due batch first), then runs
+    the batch on its own thread and hands the other callers their rows, so no thread hand-off
+    happens on the way in. A batch of one task runs on its inputs as they are (no merge, no split).
+    `submit(key, run, inputs)` is the same for callers that do not wait: it returns a Future, and
+    the scheduler's `num_batch_threads` threads lead the batches nobody waits on. `stats` counts
+    batches and tasks (for tests and benchmarks).
     """
 
     def __init__(self, params: BatchingParameters) -> None:
         self.params = params
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # scheduler threads wait here for batches to lead
         self._queues: dict[Hashable, _Queue] = {}
+        self._detached: collections.deque[_Batch] = collections.deque()  # batches without a driver yet
+        self._due: list[_Batch] = []  # due batches waiting for a run slot, oldest first
+        self._free_slots = params.num_batch_threads
         self._stopped = False
         self.stats = collections.Counter()
         self._threads = [threading.Thread(target=self._loop, name=f"serving-batch-{i}", daemon=True)
@@ -142,13 +166,75 @@ class BatchScheduler:
         for t in self._threads:
             t.start()
 
+    # ---------------------------------------------------------------- entry points
+
+    def execute(self, key: Hashable, run: RunFn, inputs: Mapping[str, np.ndarray],
+                timeout: Optional[float] = None) -> Outputs:
+        """Runs one task (all inputs share dimension 0) in a batch of its queue; returns its rows of the outputs.
+
+        Raises:
+          RequestError: INVALID_ARGUMENT for a task larger than max_batch_size; UNAVAILABLE when the
+            queue is full or the scheduler is stopped; DEADLINE_EXCEEDED when no result came within
+            `timeout` seconds (a task whose batch has not started yet leaves it). Errors of `run`
+            are raised as they are.
+        """
+        task = _Task(inputs, self._task_size(inputs))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            batch = self._enqueue(key, run, task)
+            if batch.driver is None:  # this caller leads the batch (and takes it from the scheduler threads)
+                if batch in self._detached:
+                    self._detached.remove(batch)
+                batch.driver = task
+            while not task.done:
+                if batch.driver is task and not batch.picked:
+                    if not self._await_turn(batch, deadline):
+                        self._leave(batch, task)
+                        raise _deadline(timeout)
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    if not batch.picked:
+                        self._leave(batch, task)
+                    raise _deadline(timeout)
+                batch.finished.wait(remaining)
+        if not task.done:  # this caller holds the batch's run slot
+            self._run_batch(batch)
+        if task.error is not None:
+            raise task.error
+        assert task.outputs is not None
+        return task.outputs
+
     def submit(self, key: Hashable, run: RunFn, inputs: Mapping[str, np.ndarray]) -> Future:
-        """Enqueues one task (all inputs share dimension 0); returns the Future of its outputs.
+        """Enqueues one task for the scheduler's threads; returns the Future of its outputs.
 
         Raises:
           RequestError: INVALID_ARGUMENT for a task larger than max_batch_size; UNAVAILABLE when
             the queue is full or the scheduler is stopped.
         """
+        task = _Task(inputs, self._task_size(inputs), future=Future())
+        with self._lock:
+            batch = self._enqueue(key, run, task)
+            if batch.driver is None and batch not in self._detached:
+                self._detached.append(batch)
+                self._cond.notify()
+        return task.future
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Refuses new tasks, runs the queued ones, and waits up to `timeout` s for the scheduler threads."""
+        with self._lock:
+            self._stopped = True
+            self._cond.notify_all()
+            for queue in self._queues.values():
+                for batch in queue.batches:
+                    batch.lead.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    # ---------------------------------------------------------------- queues (called with the lock held)
+
+    def _task_size(self, inputs: Mapping[str, np.ndarray]) -> int:
         sizes = {int(v.shape[0]) for v in inputs.values()}
         if len(sizes) != 1:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -158,111 +244,189 @@ class BatchScheduler:
         if size > limit:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"Task size {size} is larger than maximum input batch size {limit}")
-        task = _Task(inputs, size, Future())
-        with self._cond:
-            if self._stopped:
-                raise RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-            queue = self._queues.get(key)
-            if queue is None:
-                queue = self._queues[key] = _Queue(run)
-            tail = queue.batches[-1] if queue.batches and not queue.batches[-1].closed else None
-            if tail is None or tail.size + size > limit:
-                if len(queue.batches) >= self.params.max_enqueued_batches:
-                    self.stats["rejected"] += 1
-                    raise RequestError(grpc.StatusCode.UNAVAILABLE,
-                                       "The batch scheduling queue to which this task was submitted is full; "
-                                       f"currently {len(queue.batches)} batches enqueued and max_enqueued_batches "
-                                       f"is {self.params.max_enqueued_batches}")
-                if tail is not None:
-                    tail.closed = True
-                tail = _Batch(opened=time.monotonic())
-                queue.batches.append(tail)
-            tail.tasks.append(task)
-            tail.size += size
-            if tail.size >= limit:
-                tail.closed = True
-            self._cond.notify()
-        return task.future
+        return size
 
-    def _next_batch(self) -> Optional[tuple[_Queue, _Batch]]:
-        """Waits for the oldest batch that is closed or past its timeout; None once stopped and drained."""
+    def _enqueue(self, key: Hashable, run: RunFn, task: _Task) -> _Batch:
+        """Adds `task` to its queue's open batch (a new one if it does not fit); returns that batch."""
+        if self._stopped:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        limit = self.params.max_batch_size
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue(key, run)
+        tail = queue.batches[-1] if queue.batches and not queue.batches[-1].full else None
+        if tail is None or tail.size + task.size > limit:
+            if len(queue.batches) >= self.params.max_enqueued_batches:
+                self.stats["rejected"] += 1
+                raise RequestError(grpc.StatusCode.UNAVAILABLE,
+                                   "The batch scheduling queue to which this task was submitted is full; "
+                                   f"currently {len(queue.batches)} batches enqueued and max_enqueued_batches "
+                                   f"is {self.params.max_enqueued_batches}")
+            if tail is not None:
+                self._close(tail)
+            tail = _Batch(queue, time.monotonic(), threading.Condition(self._lock), threading.Condition(self._lock))
+            queue.batches.append(tail)
+        tail.tasks.append(task)
+        tail.size += task.size
+        if tail.size >= limit:
+            self._close(tail)
+        return tail
+
+    @staticmethod
+    def _close(batch: _Batch) -> None:
+        """No task joins `batch` any more: its driver may run it now."""
+        batch.full = True
+        batch.lead.notify()
+
+    def _await_turn(self, batch: _Batch, deadline: Optional[float]) -> bool:
+        """Waits (as `batch`'s driver) until it is due and holds a run slot, then takes it out of its queue.
+
+        Due: full, `batch_timeout_micros` old, or the scheduler stopping. Run slots go to the oldest
+        due batch first. Returns False, still queued, when `deadline` passes first.
+        """
         timeout_s = self.params.batch_timeout_micros / 1e6
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                best, wait = None, None
-                for key, queue in self._queues.items():
-                    if not queue.batches:
-                        continue
-                    head = queue.batches[0]
-                    due = head.opened + timeout_s
-                    if head.closed or due <= now or self._stopped:
-                        if best is None or head.opened < best[2].opened:
-                            best = (key, queue, head)
-                    else:
-                        wait = due - now if wait is None else min(wait, due - now)
-                if best is not None:
-                    key, queue, batch = best
-                    queue.batches.popleft()
-                    batch.closed = True
-                    if not queue.batches:
-                        del self._queues[key]  # re-created on demand; old versions' queues do not pile up
-                    return queue, batch
-                if self._stopped:
-                    return None
-                self._cond.wait(wait)
+        while True:
+            now = time.monotonic()
+            wait: Optional[float] = None
+            if batch.full or self._stopped or now >= batch.opened + timeout_s:
+                if not batch.due:
+                    batch.due = True
+                    bisect.insort(self._due, batch, key=lambda b: b.opened)
+                if self._free_slots > 0 and self._due[0] is batch:
+                    self._due.pop(0)
+                    batch.due = False
+                    self._free_slots -= 1
+                    self._pick(batch)
+                    if self._free_slots > 0 and self._due:
+                        self._due[0].lead.notify()
+                    return True
+            else:
+                wait = batch.opened + timeout_s - now
+            if deadline is not None:
+                if deadline <= now:
+                    self._undue(batch)
+                    return False
+                wait = deadline - now if wait is None else min(wait, deadline - now)
+            batch.lead.wait(wait)
+
+    def _undue(self, batch: _Batch) -> None:
+        """Takes `batch` off the list of due batches (the next one may take a free slot)."""
+        if batch.due:
+            self._due.remove(batch)
+            batch.due = False
+            if self._free_slots > 0 and self._due:
+                self._due[0].lead.notify()
+
+    def _pick(self, batch: _Batch) -> None:
+        batch.picked = batch.full = True
+        queue = batch.queue
+        queue.batches.remove(batch)
+        if not queue.batches and self._queues.get(queue.key) is queue:
+            del self._queues[queue.key]  # re-created on demand; old versions' queues do not pile up
+
+    def _leave(self, batch: _Batch, task: _Task) -> None:
+        """`task`'s caller gives up before `batch` started: its rows leave the batch, and so does its lead."""
+        batch.tasks.remove(task)
+        batch.size -= task.size
+        if batch.driver is not task:
+            return
+        self._undue(batch)
+        waiting = [t for t in batch.tasks if t.future is None]
+        if waiting:  # another caller of the batch leads it
+            batch.driver = waiting[0]
+            batch.finished.notify_all()
+        elif batch.tasks:  # only tasks nobody waits on: the scheduler threads lead it
+            batch.driver = None
+            self._detached.append(batch)
+            self._cond.notify()
+        else:
+            batch.full = True
+            batch.queue.batches.remove(batch)
+            if not batch.queue.batches and self._queues.get(batch.queue.key) is batch.queue:
+                del self._queues[batch.queue.key]
+
+    # ---------------------------------------------------------------- running
 
     def _loop(self) -> None:
+        """A scheduler thread: leads the batches that nobody waiting on them leads (`submit`)."""
         while True:
-            item = self._next_batch()
-            if item is None:
-                return
-            queue, batch = item
-            try:
-                self._run(queue.run, batch)
-            except BaseException as e:  # noqa: BLE001 - a batch thread must survive and complete every future
-                _log.exception("batch of %d task(s) failed unexpectedly", len(batch.tasks))
-                for t in batch.tasks:
-                    if not t.future.done():
-                        t.future.set_exception(e)
+            with self._lock:
+                while not self._detached and not self._stopped:
+                    self._cond.wait()
+                if not self._detached:
+                    return
+                batch = self._detached.popleft()
+                if batch.driver is not None or batch.picked:
+                    continue
+                batch.driver = _POOL
+                self._await_turn(batch, None)
+            self._run_batch(batch)
 
-    def _run(self, run: RunFn, batch: _Batch) -> None:
+    def _run_batch(self, batch: _Batch) -> None:
+        """Runs a picked batch (its driver holds a run slot), completes every task, frees the slot."""
         tasks = batch.tasks
-        self.stats["batches"] += 1
-        self.stats["tasks"] += len(tasks)
-        self.stats["rows"] += batch.size
-        if len(tasks) == 1:
-            self._run_alone(run, tasks[0])
+        try:
+            self.stats["batches"] += 1
+            self.stats["tasks"] += len(tasks)
+            self.stats["rows"] += batch.size
+            self._compute(batch.queue.run, tasks, batch.size)
+        except BaseException as e:  # noqa: BLE001 - every task must be completed, whatever happens
+            _log.exception("batch of %d task(s) failed unexpectedly", len(tasks))
+            for t in tasks:
+                if t.outputs is None and t.error is None:
+                    t.error = e
+        finally:
+            with self._lock:
+                for t in tasks:
+                    t.done = True
+                batch.finished.notify_all()
+                self._free_slots += 1
+                if self._due:
+                    self._due[0].lead.notify()
+            for t in tasks:
+                if t.future is not None:
+                    _complete(t)
+
+    def _compute(self, run: RunFn, tasks: list[_Task], size: int) -> None:
+        if len(tasks) == 1:  # alone: its own inputs and outputs, nothing merged or split
+            _run_alone(run, tasks[0])
             return
         names = list(tasks[0].inputs)
         try:
             merged = {n: np.concatenate([t.inputs[n] for t in tasks], axis=0) for n in names}
             outputs = run(merged)
-            bad = [n for n, v in outputs.items() if v.ndim == 0 or v.shape[0] != batch.size]
+            bad = [n for n, v in outputs.items() if v.ndim == 0 or v.shape[0] != size]
             if bad:
                 raise RequestError(grpc.StatusCode.INTERNAL, f"outputs {bad} are not batched along dimension 0")
         except Exception:  # noqa: BLE001 - re-run one by one: each request gets its own result or error
             self.stats["split_retries"] += 1
             for t in tasks:
-                self._run_alone(run, t)
+                _run_alone(run, t)
             return
         start = 0
-        for t in tasks:
-            t.future.set_result({n: v[start:start + t.size] for n, v in outputs.items()})
+        for t in tasks:  # views of the batch's outputs, no copies
+            t.outputs = {n: v[start:start + t.size] for n, v in outputs.items()}
             start += t.size
 
-    @staticmethod
-    def _run_alone(run: RunFn, task: _Task) -> None:
-        try:
-            task.future.set_result(run(task.inputs))
-        except BaseException as e:  # noqa: BLE001 - the caller receives the error
-            task.future.set_exception(e)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Refuses new tasks, runs the queued ones, and waits up to `timeout` s for the batch threads."""
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
+def _run_alone(run: RunFn, task: _Task) -> None:
+    try:
+        task.outputs = run(task.inputs)
+    except Exception as e:  # noqa: BLE001 - the caller receives the error
+        task.error = e
+
+
+def _complete(task: _Task) -> None:
+    """Completes a submitted task's Future (unless its caller cancelled it)."""
+    assert task.future is not None
+    try:
+        if task.error is not None:
+            task.future.set_exception(task.error)
+        else:
+            task.future.set_result(task.outputs)
+    except InvalidStateError:  # cancelled by its caller
+        pass
+
+
+def _deadline(timeout: Optional[float]) -> RequestError:
+    return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"no result within the request's deadline ({timeout:.1f} s)")

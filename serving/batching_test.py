@@ -196,3 +196,177 @@ def test_full_queue_over_both_apis(batching_server: ModelServer, monkeypatch: py
 def test_batching_flag_reads_the_base_file(base: str) -> None:
     assert not os.path.exists(os.path.join(base, "batching_parameters.txt"))
     assert batching_from_flags(base, True, None) == BatchingParameters()
+
+
+def test_a_batch_runs_on_the_thread_of_its_first_caller() -> None:
+    s = BatchScheduler(BatchingParameters(max_batch_size=4, batch_timeout_micros=600_000_000, num_batch_threads=1))
+    threads: list[str] = []
+    calls: list[int] = []
+    record = _recording_run(calls)
+
+    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return record(inputs)
+
+    def call(v: int) -> tuple[str, list[int]]:
+        out = s.execute("q", run, {"x": np.array([v])}, timeout=WAIT)
+        return threading.current_thread().name, out["y"].tolist()
+
+    try:
+        with ThreadPoolExecutor(4, thread_name_prefix="caller") as pool:
+            futures = [pool.submit(call, v) for v in (1, 2, 3, 4)]  # 4 one-row tasks fill one batch
+            results = [f.result(timeout=WAIT) for f in futures]
+        assert calls == [4] and [r[1] for r in results] == [[2], [4], [6], [8]]
+        assert len(threads) == 1 and threads[0].startswith("caller")  # not handed to a scheduler thread
+        assert threads[0] == results[0][0]  # the caller that opened the batch ran it
+        assert s.stats["batches"] == 1 and s.stats["tasks"] == 4
+    finally:
+        s.stop()
+
+
+def test_a_lone_task_runs_on_its_own_inputs() -> None:
+    s = BatchScheduler(BatchingParameters(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=1))
+    seen: list[Mapping[str, np.ndarray]] = []
+
+    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seen.append(inputs)
+        return {"y": inputs["x"] + 1}
+
+    try:
+        inputs = {"x": np.array([1, 2])}
+        out = s.execute("q", run, inputs, timeout=WAIT)
+        assert seen[0] is inputs and out["y"].tolist() == [2, 3]  # not merged, not split
+    finally:
+        s.stop()
+
+
+def test_split_outputs_are_views_of_the_batch_outputs() -> None:
+    s = BatchScheduler(BatchingParameters(max_batch_size=4, batch_timeout_micros=600_000_000, num_batch_threads=1))
+    produced: list[np.ndarray] = []
+
+    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        produced.append(inputs["x"] * 10)
+        return {"y": produced[-1]}
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(s.execute, "q", run, {"x": np.array([v, v])}, WAIT) for v in (1, 2)]
+            outs = [f.result(timeout=WAIT)["y"] for f in futures]
+        assert len(produced) == 1 and sorted(o.tolist() for o in outs) == [[10, 10], [20, 20]]
+        assert all(np.shares_memory(o, produced[0]) for o in outs)
+    finally:
+        s.stop()
+
+
+def test_at_most_num_batch_threads_batches_run_at_once() -> None:
+    for threads in (1, 2):
+        s = BatchScheduler(BatchingParameters(max_batch_size=1, batch_timeout_micros=0, num_batch_threads=threads,
+                                              max_enqueued_batches=100))
+        lock = threading.Lock()
+        running, peak = [0], [0]
+        both = threading.Barrier(threads, timeout=WAIT)
+
+        def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            if threads == 2 and inputs["x"][0] < 2:
+                both.wait()  # the first two batches (queues 0 and 1) must run side by side
+            with lock:
+                running[0] -= 1
+            return {"y": inputs["x"]}
+
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                futures = [pool.submit(s.execute, f"q{i}", run, {"x": np.array([i])}, WAIT) for i in range(8)]
+                assert sorted(int(f.result(timeout=WAIT)["y"][0]) for f in futures) == list(range(8))
+            assert peak[0] == threads
+        finally:
+            s.stop()
+
+
+def test_a_caller_past_its_deadline_leaves_the_batch_and_hands_on_the_lead() -> None:
+    s = BatchScheduler(BatchingParameters(max_batch_size=3, batch_timeout_micros=600_000_000, num_batch_threads=1))
+    calls: list[int] = []
+    run = _recording_run(calls)
+    started, release = threading.Event(), threading.Event()
+
+    def blocking(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started.set()
+        assert release.wait(WAIT)
+        return {"y": inputs["x"]}
+
+    def tasks_in_q() -> int:
+        with s._cond:
+            q = s._queues.get("q")
+            return len(q.batches[0].tasks) if q and q.batches else 0
+
+    pool = ThreadPoolExecutor(6)
+    try:
+        busy = pool.submit(s.execute, "other", blocking, {"x": np.array([0, 0, 0])}, WAIT)  # holds the only slot
+        assert started.wait(WAIT)
+        first = pool.submit(s.execute, "q", run, {"x": np.array([1])}, 3.0)  # leads q's batch, then times out
+        wait_for(lambda: tasks_in_q() == 1, timeout=WAIT, what="the first task enqueued")
+        second = pool.submit(s.execute, "q", run, {"x": np.array([2])}, WAIT)
+        wait_for(lambda: tasks_in_q() == 2, timeout=WAIT, what="the second task enqueued")
+        with pytest.raises(RequestError, match="deadline") as e:
+            first.result(timeout=WAIT)
+        assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert tasks_in_q() == 1  # its row left the batch; the second caller leads it now
+        with s._cond:
+            batch = s._queues["q"].batches[0]
+            assert batch.driver is batch.tasks[0] and batch.tasks[0].inputs["x"][0] == 2
+        rest = [pool.submit(s.execute, "q", run, {"x": np.array([v])}, WAIT) for v in (3, 4)]  # full: 3 rows
+        release.set()
+        assert busy.result(timeout=WAIT)["y"].tolist() == [0, 0, 0]
+        assert [f.result(timeout=WAIT)["y"][0] for f in (second, *rest)] == [4, 6, 8]
+        assert calls == [3]  # the batch ran without the row of the caller that left
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+        s.stop()
+
+
+def test_stop_runs_the_waiting_batches_then_refuses() -> None:
+    s = BatchScheduler(BatchingParameters(max_batch_size=8, batch_timeout_micros=600_000_000, num_batch_threads=1))
+    calls: list[int] = []
+    run = _recording_run(calls)
+    with ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(s.execute, "q", run, {"x": np.array([5])}, WAIT)
+        detached = s.submit("r", run, {"x": np.array([6])})
+
+        def enqueued() -> bool:
+            with s._cond:
+                return "q" in s._queues and "r" in s._queues
+
+        wait_for(enqueued, timeout=WAIT, what="both tasks enqueued")
+        s.stop(timeout=WAIT)
+        assert waiting.result(timeout=WAIT)["y"].tolist() == [10]
+        assert detached.result(timeout=WAIT)["y"].tolist() == [12]
+    with pytest.raises(RequestError) as e:
+        s.execute("q", run, {"x": np.array([1])})
+    assert e.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_server_batches_run_on_request_threads_of_the_real_model(batching_server: ModelServer,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    real = serving.predictor.run_signature
+    threads: list[str] = []
+
+    def observed(*args: Any) -> Any:  # the real signature, with the thread that runs it recorded
+        threads.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(serving.predictor, "run_signature", observed)
+    st = Stubs(batching_server.port)
+    try:
+        def call(v: float) -> list[float]:
+            r = st.predict.Predict(request(x=np.array([[v, 1, 0]], np.float32)), timeout=WAIT)
+            return tf.make_ndarray(r.outputs["y"]).tolist()
+
+        with ThreadPoolExecutor(4) as pool:  # max_batch_size 4: one batch of 4 rows, y = x @ [1, 2, 3]
+            got = [f.result(timeout=WAIT) for f in [pool.submit(call, float(v)) for v in range(4)]]
+        assert got == [[2.0], [3.0], [4.0], [5.0]]
+        assert len(threads) == 1 and not threads[0].startswith("serving-batch")
+    finally:
+        st.channel.close()

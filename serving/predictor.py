@@ -9,10 +9,8 @@ it (see `serving.batching`); the rest run directly on the caller's thread.
 from __future__ import annotations
 
 import functools
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Mapping, Optional, Sequence
 
-import grpc
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
 
@@ -76,13 +74,7 @@ class Predictor:
         else:
             queue = (servable.name, servable.version, id(servable), key,
                      tuple(sorted((n, a.shape[1:]) for n, a in arrays.items())))
-            future = self.scheduler.submit(queue, run, arrays)
-            try:
-                outputs = future.result(timeout=timeout)
-            except FutureTimeout:
-                future.cancel()
-                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                   f"no result within the request's deadline ({timeout:.1f} s)") from None
+            outputs = self.scheduler.execute(queue, run, arrays, timeout)
         return {n: outputs[n] for n in wanted}
 
 
