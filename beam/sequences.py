@@ -14,7 +14,9 @@ one step (`learn_tf.utils.io.atomic_path`, local or object store); the manifest
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
+import tempfile
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import apache_beam as beam
@@ -35,6 +37,35 @@ _COUNT_KEYS = ("interactions_in", "unknown_item_dropped", "users", "positions", 
 def shard_name(shard: int, num_shards: int) -> str:
     """File name of shard `shard` (0-based) of `num_shards`."""
     return f"{sx.SHARD_PREFIX}-{shard:05d}-of-{num_shards:05d}{sx.SHARD_SUFFIX}"
+
+
+@contextlib.contextmanager
+def _tf_readable(path: str) -> Iterator[str]:
+    """A path TensorFlow's readers open: the path itself (local, s3:// and others through tf.io.gfile), or a
+    scratch download of a gs:// object (the project reaches gs:// through Beam FileSystems, see learn_tf.utils.io)."""
+    if not path.startswith("gs://"):
+        io.ensure_filesystem(path)  # s3:// needs tensorflow-io's filesystem registered
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="learn-sequences-") as d:  # local by design: a scratch copy
+        local = os.path.join(d, os.path.basename(path))
+        io.copy(path, local)
+        yield local
+
+
+class _ReadRecords(beam.DoFn):
+    """A TFRecord file -> its records (each file read by one worker)."""
+
+    def __init__(self, compression: str) -> None:
+        self.compression = compression
+
+    def process(self, path: str) -> Iterator[bytes]:
+        with _tf_readable(path) as readable:
+            try:
+                yield from tf.data.TFRecordDataset(readable, compression_type=self.compression).as_numpy_iterator()
+            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+                raise ValueError(f"{path}: not a readable {self.compression or 'uncompressed'} TFRecord file "
+                                 f"({str(e).splitlines()[0][:200]})") from None
 
 
 class _ParseInteraction(beam.DoFn):
@@ -183,12 +214,13 @@ def write_sequences(interaction_files: Sequence[str], item_ids: Sequence[str], s
     io.makedirs(output_dir)
     for stale in io.glob(os.path.join(output_dir, f"{sx.SHARD_PREFIX}-*{sx.SHARD_SUFFIX}")):
         io.remove(stale)  # a re-run with another shard count must not leave old shards behind
-    ctype = {"GZIP": beam.io.filesystem.CompressionTypes.GZIP,
-             "UNCOMPRESSED": beam.io.filesystem.CompressionTypes.UNCOMPRESSED}[compression]
+    if compression not in ("GZIP", "UNCOMPRESSED"):
+        raise ValueError(f"compression must be GZIP or UNCOMPRESSED, got {compression!r}")
     options = PipelineOptions(list(beam_args) if beam_args else ["--direct_running_mode=in_memory",
                                                                  "--direct_num_workers=1"])
     with beam.Pipeline(options=options) as p:
         files = p | "Files" >> beam.Create(sorted(interaction_files))
-        examples = files | "Read" >> beam.io.ReadAllFromTFRecord(compression_type=ctype)
+        examples = (files | "Reshuffle" >> beam.Reshuffle()
+                    | "Read" >> beam.ParDo(_ReadRecords("" if compression == "UNCOMPRESSED" else compression)))
         build_sequences(p, examples, item_ids, split, output_dir, num_shards)
     return io.read_json(os.path.join(output_dir, sx.MANIFEST_FILE))

@@ -121,3 +121,41 @@ def test_missing_input_and_bad_shard_count(tmp_path):
         write_sequences([], ["a"], SPLIT, str(tmp_path))
     with pytest.raises(ValueError, match="num_shards must be >= 1"):
         write_sequences([str(tmp_path / "x")], ["a"], SPLIT, str(tmp_path), num_shards=0)
+
+
+def test_validation_cases_earlier_items_from_the_records(built):
+    """The Trainer's early-stopping cases: earlier items from the shards equal add_earlier_items on the table."""
+    from learn_tf.evaluation.cases import add_earlier_items
+
+    for split in ("validation", "test"):
+        cases = built["splits"].cases(split)
+        expected = add_earlier_items(cases, built["known"])["earlier_items"].tolist()
+        assert len(cases) > 10 and sx.earlier_items(sx.shard_files(built["out"]), cases, batch_size=5) == expected
+    wrong = built["splits"].cases("test").head(3).copy()
+    wrong.loc[1, "target_item_id"] = "nope"
+    with pytest.raises(ValueError, match=f"case of user {wrong.loc[1, 'user_id']!r} \\(test\\): target 'nope'"):
+        sx.earlier_items(sx.shard_files(built["out"]), wrong)
+    wrong = built["splits"].cases("test").head(2).copy()
+    wrong.loc[0, "user_id"] = "nobody"
+    with pytest.raises(ValueError, match="1 case users have no record \\(e.g. user 'nobody'\\)"):
+        sx.earlier_items(sx.shard_files(built["out"]), wrong)
+
+
+def test_on_gcs_emulator(built, tmp_path):
+    """Input and shards on gs:// (Beam FileSystems through learn_tf.utils.io): the same shards as locally."""
+    from learn_tf.utils import emulators, io
+
+    local_in = str(tmp_path / "interactions.tfrecord")
+    write_interactions_tfrecord(built["inter"], local_in)
+    with emulators.gcs_bucket("learn-sequences-test") as root:
+        io.copy(local_in, f"{root}/in/interactions.tfrecord")
+        m = write_sequences([f"{root}/in/interactions.tfrecord"], built["items"]["item_id"].tolist(), SPLIT,
+                            f"{root}/sequences", num_shards=3, compression="UNCOMPRESSED")
+        assert m["roles"] == built["manifest"]["roles"]
+        names = sorted(os.path.basename(f) for f in io.glob(f"{root}/sequences/sequences-*.tfrecord"))
+        assert names == sorted(m["shards"])
+        copy = tmp_path / "copy"
+        for name in names:
+            io.copy(f"{root}/sequences/{name}", str(copy / name))
+    assert sequences_from_records(str(copy), built["catalogue"]).equals(
+        sequences_from_records(built["out"], built["catalogue"]))

@@ -63,6 +63,11 @@ def test_pipeline_runs_end_to_end_then_hits_the_cache(tiny_config_factory, tiny_
     assert split.type == "learn.Split" and split.properties["test_cases"] > 0
     for node in ("Trainer", "Evaluator", "Pusher"):
         assert first[node].inputs["split"][0].id == split.id, node
+    # The Trainer streamed SequenceGen's per-user SequenceExamples, whose roles match the split.
+    sequences = first["SequenceGen"].outputs["sequences"][0]
+    assert sequences.type == "learn.UserSequences" and first["Trainer"].inputs["sequences"][0].id == sequences.id
+    assert sequences.properties["train_positions"] == split.properties["train_interactions"] > 0
+    assert glob.glob(os.path.join(sequences.uri, "sequences-*-of-*.tfrecord"))
     out = capsys.readouterr().out
     assert "pushed version" in out
     # The run ends with the evaluation table (the model and the content-kNN baseline, both protocols).

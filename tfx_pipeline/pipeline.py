@@ -4,13 +4,14 @@
       -> StatisticsGen -> SchemaGen | ImportSchemaGen (curated) -> ExampleValidator
       -> DataGate (anomalies / unknown items stop the run here)
       -> SplitGen (the run's one leave-one-out split)
+      -> SequenceGen (Beam: one SequenceExample per user, split roles per position)
       -> ItemEmbeddingGen (Beam frozen-LLM job, incremental cache)
     Transform (item-id vocabulary) --+
-    ItemEmbeddings, Split -----------+-> LearnTrainer (run_fn: towers) -> RetrievalEvaluator (blessing)
+    ItemEmbeddings, UserSequences ---+-> LearnTrainer (run_fn: towers) -> RetrievalEvaluator (blessing)
                                                                       -> ServingPusher (export + push)
 
 Each component receives only the config sections it reads (embedding ->
-ItemEmbeddingGen, split -> SplitGen, model + train -> Trainer, serving ->
+ItemEmbeddingGen, split -> SplitGen and SequenceGen, model + train -> Trainer, serving ->
 Pusher, a few pipeline values -> DataGate / Evaluator), so editing one section
 re-runs only the components that use it. The runners (`local_runner.py`,
 `kubeflow_v2_runner.py`) supply the metadata connection and Beam options;
@@ -31,14 +32,14 @@ from learn_tf.data import schema as data_schema
 from learn_tf.training.jobs import model_name
 from learn_tf.utils import io
 from tfx_pipeline import data_io
-from tfx_pipeline.components import (DataGate, ItemEmbeddingGen, LearnTrainer, RetrievalEvaluator, ServingPusher,
-                                     SplitGen)
+from tfx_pipeline.components import (DataGate, ItemEmbeddingGen, LearnTrainer, RetrievalEvaluator, SequenceGen,
+                                     ServingPusher, SplitGen)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_FN = "tfx_pipeline.trainer_module.run_fn"
 PREPROCESSING_FN = "tfx_pipeline.preprocessing.preprocessing_fn"
 COMPONENT_IDS = ("ExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "DataGate", "SplitGen",
-                 "ItemEmbeddingGen", "Transform", "Trainer", "Evaluator", "Pusher")
+                 "SequenceGen", "ItemEmbeddingGen", "Transform", "Trainer", "Evaluator", "Pusher")
 
 
 def pipeline_name(cfg: Config) -> str:
@@ -126,6 +127,8 @@ def create_pipeline(
                          max_unknown_item_fraction=p.max_unknown_item_fraction).with_id("DataGate")
     split_gen = SplitGen(examples=example_gen.outputs["examples"], data_report=data_gate.outputs["report"],
                          split=cfg.split).with_id("SplitGen")
+    sequence_gen = SequenceGen(examples=example_gen.outputs["examples"], split=split_gen.outputs["split"],
+                               split_config=cfg.split).with_id("SequenceGen")
     embedding_gen = ItemEmbeddingGen(
         examples=example_gen.outputs["examples"], data_report=data_gate.outputs["report"], model=e.model,
         template=e.template, pooling=e.pooling, max_tokens=e.max_tokens, batch_size=e.batch_size,
@@ -141,7 +144,8 @@ def create_pipeline(
     trainer = LearnTrainer(
         examples=transform.outputs["transformed_examples"], transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"], item_embeddings=embedding_gen.outputs["embeddings"],
-        split=split_gen.outputs["split"], run_fn=RUN_FN, model=cfg.model, train=cfg.train, model_kind=p.model_kind,
+        split=split_gen.outputs["split"], sequences=sequence_gen.outputs["sequences"], run_fn=RUN_FN,
+        model=cfg.model, train=cfg.train, model_kind=p.model_kind,
         train_args=tfx.proto.TrainArgs(splits=[data_io.INTERACTIONS_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[data_io.INTERACTIONS_SPLIT]),
         vertex_training=trainer_vertex_training).with_id("Trainer")
@@ -153,8 +157,8 @@ def create_pipeline(
     pusher = ServingPusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
                            transform_graph=transform.outputs["transform_graph"], split=split_gen.outputs["split"],
                            model_base=model_base or layout.model_base, serving=cfg.serving).with_id("Pusher")
-    components = [example_gen, statistics_gen, schema_gen, example_validator, data_gate, split_gen, embedding_gen,
-                  transform, trainer, evaluator, pusher]
+    components = [example_gen, statistics_gen, schema_gen, example_validator, data_gate, split_gen, sequence_gen,
+                  embedding_gen, transform, trainer, evaluator, pusher]
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name(cfg), pipeline_root=root, components=components, enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,

@@ -2,7 +2,10 @@
 
 `custom_config` carries the `model` and `train` config sections and the model
 kind (see `tfx_pipeline.components.trainer`); LearnTrainer's executor adds
-`item_embeddings_uri` and `split_uri`. Output: `<serving_model_dir>/towers/`,
+`item_embeddings_uri`, `split_uri` and `sequences_uri`. The training input
+streams from SequenceGen's per-user SequenceExamples (`tf.data`, catalogue
+indices; `tfx_pipeline.training_data.load_streamed_training_data`): the
+interactions are never read into memory. Output: `<serving_model_dir>/towers/`,
 saved with `learn_tf.training.jobs.save_towers` and the metadata `learn train`
 writes, for the Evaluator and the Pusher (which exports the serving models);
 training curves and `train_summary.json` in `model_run_dir`.
@@ -16,7 +19,6 @@ import json as _json
 import os as _os
 from dataclasses import asdict as _asdict
 
-import tensorflow as _tf
 import tensorflow_transform as _tft
 
 from learn_tf.training import distribute as _distribute
@@ -35,21 +37,22 @@ def run_fn(fn_args: "tfx.components.FnArgs") -> None:
     cc = dict(fn_args.custom_config or {})
     sections = _read_custom_config(cc)
     kind = sections.model_kind
-    files = sorted(f for pattern in fn_args.train_files for f in _tf.io.gfile.glob(pattern))
-    interactions = _data_io.interactions_frame(_data_io.read_examples(files))
-    data = _training_data.load_pipeline_data(interactions, cc["item_embeddings_uri"], cc["split_uri"])
+    data = _training_data.load_streamed_training_data(cc["item_embeddings_uri"], cc["split_uri"],
+                                                      cc["sequences_uri"])
     catalogue = data["catalogue"]
     vocab = _tft.TFTransformOutput(fn_args.transform_output).vocabulary_by_name("item_id")
     outside = {v.decode() if isinstance(v, bytes) else v for v in vocab} - set(catalogue.item_ids)
     name = _jobs.model_name(sections.model, kind)
-    print(f"[learn pipeline] train {name}: {len(data['sequences']):,} sequences, {len(catalogue):,} items, "
-          f"vocabulary {len(vocab):,} ({len(outside)} ids outside the catalogue, "
-          f"{data['unknown_dropped']:,} interactions dropped)")
+    read = data["read_counts"]
+    print(f"[learn pipeline] train {name}: {len(data['sequences']):,} sequences ({read.training_items:,} training "
+          f"items streamed from {read.records:,} user records in {len(read.files)} shards, "
+          f"{read.users_without_training:,} users without training items), {len(catalogue):,} items, "
+          f"vocabulary {len(vocab):,} ({len(outside)} ids outside the catalogue)")
     towers = _jobs.build_towers(sections.model, sections.train.max_len, kind, catalogue, data["content"])
     # The trainer and save_towers write local files (checkpoints, curves, Keras weights): on an object
     # store they write into local folders that are uploaded afterwards, towers.json last.
     with _io.staged_dir(fn_args.model_run_dir) as run_dir:
-        result = _trainer.train(towers, catalogue, data["sequences"], data["cases"]("validation"),
+        result = _trainer.train(towers, catalogue, data["sequences"], data["validation"],
                                 sections.train, output_dir=run_dir, verbose=0)
     # Under MultiWorkerMirroredStrategy (TF_CONFIG) every worker ends with the same weights; only the chief
     # publishes them, the others write to scratch.

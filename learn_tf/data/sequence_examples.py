@@ -237,3 +237,52 @@ def training_batches(files: Sequence[str], item_ids: np.ndarray, batch_size: int
             counts.training_items += int(values.size)
             first += n
             yield out["user_id"].numpy()[keep].astype(object), values.astype(np.int32), lengths[keep]
+
+
+def earlier_items(files: Sequence[str], cases: Any, batch_size: int = 512) -> list[list[str]]:
+    """Every item before each case's target (all roles, oldest first), read from the records.
+
+    The records' counterpart of `learn_tf.evaluation.cases.add_earlier_items`: the
+    masked protocol's `earlier_items`, without the interactions table.
+
+    Args:
+      files: record shards (`shard_files`).
+      cases: evaluation cases with split ("validation" / "test"), user_id and target_item_id columns.
+      batch_size: records parsed per step.
+
+    Returns:
+      One list per case, in the cases' order.
+
+    Raises:
+      ValueError: a case's user has no record, or its target is not the item at that split's position
+        (naming the user, the split and both items): the records and the split come from different data.
+    """
+    want: dict[str, list[tuple[int, str, str]]] = {}
+    for k, (split, user, target) in enumerate(zip(cases["split"], cases["user_id"], cases["target_item_id"])):
+        if split not in ("validation", "test"):
+            raise ValueError(f"case of user {user!r}: unknown split {split!r} (expected test or validation)")
+        want.setdefault(str(user), []).append((k, split, str(target)))
+    out: list[Optional[list[str]]] = [None] * len(cases)
+    for path in files:
+        for batch in tf.data.TFRecordDataset(path).batch(batch_size).as_numpy_iterator():
+            p = _parse_batch(tf.constant(batch))
+            users = [u.decode("utf-8") for u in p["user_id"].numpy()]
+            hit = [j for j, u in enumerate(users) if u in want]
+            if not hit:
+                continue
+            items, roles = p["item_id"].to_list(), p["role"].to_list()
+            for j in hit:
+                for k, split, target in want.pop(users[j]):
+                    code = VALIDATION if split == "validation" else TEST
+                    pos = roles[j].index(code) if code in roles[j] else -1
+                    got = items[j][pos].decode("utf-8") if pos >= 0 else None
+                    if got != target:
+                        raise ValueError(f"case of user {users[j]!r} ({split}): target {target!r}, but the record in "
+                                         f"{path} marks {got!r} as the {split} item; build the sequences and the "
+                                         "split from the same data")
+                    out[k] = [i.decode("utf-8") for i in items[j][:pos]]
+    if want:
+        user = next(iter(want))
+        raise ValueError(f"{len(want):,} case users have no record (e.g. user {user!r}); build the sequences and "
+                         "the split from the same data")
+    return out  # type: ignore[return-value]  # every slot filled above

@@ -12,6 +12,7 @@ import pandas as pd
 import tensorflow as tf
 
 from learn_tf.config import Config, ModelConfig
+from learn_tf.data.sequence_examples import ReadCounts
 from learn_tf.models.catalogue import Catalogue
 from learn_tf.models.towers import ContentDimError, LearnTowers, SASRecTowers
 from learn_tf.training.inputs import PackedSequences, sequences_from_records, sequences_from_split
@@ -24,8 +25,8 @@ CATALOGUE_FILE = "catalogue.txt"
 WEIGHTS = "weights"
 
 
-def training_inputs(items: pd.DataFrame, train: Union[pd.DataFrame, str], ids: np.ndarray, matrix: np.ndarray
-                    ) -> tuple[Catalogue, np.ndarray, PackedSequences]:
+def training_inputs(items: pd.DataFrame, train: Union[pd.DataFrame, str], ids: np.ndarray, matrix: np.ndarray,
+                    counts: Optional[ReadCounts] = None) -> tuple[Catalogue, np.ndarray, PackedSequences]:
     """The catalogue (sorted item ids), its aligned content matrix and the users' training index sequences.
 
     Args:
@@ -34,6 +35,7 @@ def training_inputs(items: pd.DataFrame, train: Union[pd.DataFrame, str], ids: n
         interactions (in memory, `learn train`) or a directory of per-user SequenceExample shards
         (streamed with tf.data, the TFX Trainer; `learn_tf.data.sequence_examples`).
       ids, matrix: the item embeddings (ids [N], matrix [N, D]).
+      counts: filled with what the streamed reader read (records, sequences, users without training items).
 
     Raises:
       ValueError: a catalogue item has no embedding. UnknownItemError / SequenceRecordError: a training
@@ -42,7 +44,7 @@ def training_inputs(items: pd.DataFrame, train: Union[pd.DataFrame, str], ids: n
     catalogue = Catalogue(np.sort(items["item_id"].astype(str).to_numpy()))
     content = catalogue.align(ids, matrix)
     if isinstance(train, str):
-        sequences = sequences_from_records(train, catalogue)
+        sequences = sequences_from_records(train, catalogue, counts=counts)
     else:
         sequences = sequences_from_split(train, catalogue)
     return catalogue, content, sequences

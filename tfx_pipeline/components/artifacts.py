@@ -34,3 +34,14 @@ class Split(Artifact):
     """
 
     TYPE_NAME = "learn.Split"
+
+
+class UserSequences(Artifact):
+    """Per-user `tf.train.SequenceExample` shards with the split role per position (`beam/sequences.py`).
+
+    Files: `sequences-NNNNN-of-NNNNN.tfrecord` (users sorted by id across shards) and
+    `sequences_manifest.json` (written last). Custom properties: users, positions,
+    train_positions, unknown_item_interactions.
+    """
+
+    TYPE_NAME = "learn.UserSequences"

@@ -1,8 +1,9 @@
-"""LearnTrainer: TFX's Trainer (generic executor, `run_fn`) that also consumes ItemEmbeddings and the Split.
+"""LearnTrainer: TFX's Trainer (generic executor, `run_fn`) that also consumes ItemEmbeddings, the Split and
+the UserSequences it streams its training input from.
 
 Its `custom_config` carries only what training reads: the `model` and
 `train` config sections (as plain data under "config") and the model kind.
-The executor adds the URIs of the embeddings and the split to the FnArgs,
+The executor adds the URIs of the embeddings, the split and the sequences to the FnArgs,
 which are not execution properties and so never affect the cache.
 
 On Vertex AI the Trainer can run as a Vertex AI Training job with several
@@ -28,7 +29,7 @@ from tfx.utils import json_utils
 
 from learn_tf.config import ModelConfig, TrainConfig
 from tfx_pipeline import sections
-from tfx_pipeline.components.artifacts import ItemEmbeddings, Split
+from tfx_pipeline.components.artifacts import ItemEmbeddings, Split, UserSequences
 
 
 @dataclass(frozen=True)
@@ -55,26 +56,28 @@ def read_custom_config(custom_config: dict[str, Any]) -> TrainerSections:
 
 
 class LearnTrainerSpec(ComponentSpec):
-    """TFX's TrainerSpec plus the item embeddings and split inputs."""
+    """TFX's TrainerSpec plus the item embeddings, split and user sequences inputs."""
 
     PARAMETERS = dict(standard_component_specs.TrainerSpec.PARAMETERS)
     INPUTS = {**standard_component_specs.TrainerSpec.INPUTS,
               "item_embeddings": ChannelParameter(type=ItemEmbeddings),
-              "split": ChannelParameter(type=Split)}
+              "split": ChannelParameter(type=Split),
+              "sequences": ChannelParameter(type=UserSequences)}
     OUTPUTS = dict(standard_component_specs.TrainerSpec.OUTPUTS)
     TYPE_ANNOTATION = standard_component_specs.TrainerSpec.TYPE_ANNOTATION
 
 
 class LearnTrainerExecutor(trainer_executor.GenericExecutor):
-    """TFX's generic Trainer executor; custom_config gains `item_embeddings_uri` and `split_uri`."""
+    """TFX's generic Trainer executor; custom_config gains `item_embeddings_uri`, `split_uri`, `sequences_uri`."""
 
     def _GetFnArgs(self, input_dict: dict[str, list[Artifact]], output_dict: dict[str, list[Artifact]],
                    exec_properties: dict[str, Any]) -> Any:
-        """FnArgs of the generic Trainer, with the embeddings' and the split's URIs in custom_config."""
+        """FnArgs of the generic Trainer, with the embeddings', the split's and the sequences' URIs in custom_config."""
         fn_args = super()._GetFnArgs(input_dict, output_dict, exec_properties)
         fn_args.custom_config = dict(fn_args.custom_config or {})
         fn_args.custom_config["item_embeddings_uri"] = artifact_utils.get_single_uri(input_dict["item_embeddings"])
         fn_args.custom_config["split_uri"] = artifact_utils.get_single_uri(input_dict["split"])
+        fn_args.custom_config["sequences_uri"] = artifact_utils.get_single_uri(input_dict["sequences"])
         return fn_args
 
 
@@ -110,10 +113,12 @@ class LearnTrainer(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(LearnTrainerExecutor)
 
     def __init__(self, examples: types.BaseChannel, transform_graph: types.BaseChannel, schema: types.BaseChannel,
-                 item_embeddings: types.BaseChannel, split: types.BaseChannel, run_fn: str, model: ModelConfig,
+                 item_embeddings: types.BaseChannel, split: types.BaseChannel, sequences: types.BaseChannel,
+                 run_fn: str, model: ModelConfig,
                  train: TrainConfig, model_kind: str, train_args: Any, eval_args: Any,
                  vertex_training: Optional[dict[str, Any]] = None) -> None:
-        """Args as TFX's Trainer (`run_fn` a module path), plus `item_embeddings`, `split` and the two sections;
+        """Args as TFX's Trainer (`run_fn` a module path), plus `item_embeddings`, `split`, `sequences` (SequenceGen)
+        and the two sections;
         `vertex_training` (`vertex_training_config`) runs it as a Vertex AI Training job."""
         custom_config = trainer_custom_config(model, train, model_kind)
         if vertex_training:
@@ -121,7 +126,7 @@ class LearnTrainer(base_component.BaseComponent):
         super().__init__(custom_executor_spec=(executor_spec.ExecutorClassSpec(VertexLearnTrainerExecutor)
                                                if vertex_training else None), spec=LearnTrainerSpec(
             examples=examples, transform_graph=transform_graph, schema=schema, item_embeddings=item_embeddings,
-            split=split, train_args=train_args, eval_args=eval_args, run_fn=run_fn,
+            split=split, sequences=sequences, train_args=train_args, eval_args=eval_args, run_fn=run_fn,
             custom_config=json_utils.dumps(custom_config),
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun)))
