@@ -70,15 +70,6 @@ class PackedSequences(Sequence[np.ndarray]):
         """[num_sequences] int64 lengths."""
         return np.diff(self.offsets)
 
-    def with_min_length(self, n: int) -> "PackedSequences":
-        """The sequences of at least `n` items, in order (self when all are)."""
-        keep = self.lengths >= n
-        if keep.all():
-            return self
-        starts, ends = self.offsets[:-1][keep], self.offsets[1:][keep]
-        take = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if keep.any() else np.zeros(0, int)
-        return PackedSequences(self.values[take], np.concatenate([[0], np.cumsum(ends - starts)]))
-
     def equals(self, other: "PackedSequences") -> bool:
         """Same sequences, same order."""
         return np.array_equal(self.offsets, other.offsets) and np.array_equal(self.values, other.values)

@@ -30,13 +30,13 @@ from typing import Iterator
 import numpy as np
 
 from learn_tf.config import TrainConfig
-from learn_tf.training.inputs import PackedSequences, SequencesLike, as_packed
+from learn_tf.training.inputs import SequencesLike, as_packed
 
 MODES = ("next_item", "dense", "window", "official")
 
 
 def window_plan(lengths: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The next-item windows of sequences of these lengths: (sequence, start, end) per window, int64.
+    """The next-item windows of sequences of these lengths: (sequence, start, end) per window, int32.
 
     Sequence by sequence, from the end: window k of a sequence with T = length - 1
     transitions covers inputs [start, end) with end = T - k * max_len and
@@ -45,22 +45,30 @@ def window_plan(lengths: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarr
     lengths = np.asarray(lengths, np.int64)
     transitions = np.maximum(lengths - 1, 0)
     per_seq = -(-transitions // max_len)
-    seq = np.repeat(np.arange(len(lengths), dtype=np.int64), per_seq)
+    seq = np.repeat(np.arange(len(lengths), dtype=np.int32), per_seq)
     first = np.concatenate([[0], np.cumsum(per_seq)[:-1]]).astype(np.int64)
     k = np.arange(len(seq), dtype=np.int64) - np.repeat(first, per_seq)
     end = transitions[seq] - k * max_len
-    return seq, np.maximum(end - max_len, 0), end
+    return seq, np.maximum(end - max_len, 0).astype(np.int32), end.astype(np.int32)
 
 
-def _fill_windows(packed: PackedSequences, seq: np.ndarray, start: np.ndarray, end: np.ndarray, max_len: int,
-                  shift: int) -> np.ndarray:
-    """[len(seq), max_len] int32: row r holds sequence seq[r] at [start + shift, end + shift), right-padded with 0."""
+def _fill_windows(values: np.ndarray, starts: np.ndarray, seq: np.ndarray, start: np.ndarray, end: np.ndarray,
+                  max_len: int, shift: int) -> np.ndarray:
+    """[len(seq), max_len] int32: row r holds sequence seq[r] (it begins at values[starts[seq[r]]]) at
+    [start + shift, end + shift), right-padded with 0."""
     j = np.arange(max_len, dtype=np.int64)[None, :]
-    mask = j < (end - start)[:, None]
-    idx = packed.offsets[seq][:, None] + start[:, None] + shift + j
+    mask = j < (end.astype(np.int64) - start)[:, None]
+    idx = starts[seq][:, None] + start[:, None].astype(np.int64) + shift + j
     out = np.zeros(mask.shape, np.int32)
-    out[mask] = packed.values[idx[mask]]
+    out[mask] = values[idx[mask]]
     return out
+
+
+def _shuffled(rng: np.random.Generator, n: int) -> np.ndarray:
+    """`rng.permutation(n)` (the same order: numpy shuffles an arange in place) held as int32 when it fits."""
+    order = np.arange(n, dtype=np.int32 if n < 2 ** 31 else np.int64)
+    rng.shuffle(order)
+    return order
 
 
 def next_item_windows(sequences: SequencesLike, max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +84,9 @@ def next_item_windows(sequences: SequencesLike, max_len: int) -> tuple[np.ndarra
     """
     packed = as_packed(sequences)
     seq, start, end = window_plan(packed.lengths, max_len)
-    return _fill_windows(packed, seq, start, end, max_len, 0), _fill_windows(packed, seq, start, end, max_len, 1)
+    starts = packed.offsets[:-1]
+    return (_fill_windows(packed.values, starts, seq, start, end, max_len, 0),
+            _fill_windows(packed.values, starts, seq, start, end, max_len, 1))
 
 
 class SequenceSampler:
@@ -100,12 +110,27 @@ class SequenceSampler:
         self.mode = mode or settings.sampling
         if self.mode not in MODES:
             raise ValueError(f"sampling mode must be one of {MODES}, got {self.mode!r}")
-        self.sequences = as_packed(sequences).with_min_length(2)
-        if not len(self.sequences):
+        packed = as_packed(sequences)
+        lengths = packed.lengths
+        keep = np.flatnonzero(lengths >= 2)
+        if not len(keep):
             raise ValueError("no training sequence has 2 or more items")
+        # The kept sequences by reference (no copy of the values): sequence i is
+        # values[starts[i]:starts[i] + lengths[i]].
+        self._values, self._starts = packed.values, packed.offsets[:-1][keep]
+        self._lengths = lengths[keep].astype(np.int32)
         self.s, self.seed, self.epoch_index = settings, seed, 0
         self.max_len = settings.max_len
-        self._windows = window_plan(self.sequences.lengths, self.max_len) if self.mode == "next_item" else None
+        self._windows = window_plan(self._lengths, self.max_len) if self.mode == "next_item" else None
+
+    @property
+    def num_sequences(self) -> int:
+        """Training sequences sampled from (those with 2 or more items)."""
+        return len(self._lengths)
+
+    def _sequence(self, i: int) -> np.ndarray:
+        start = int(self._starts[i])
+        return self._values[start:start + int(self._lengths[i])]
 
     @property
     def samples_per_epoch(self) -> int:
@@ -113,7 +138,7 @@ class SequenceSampler:
         if self._windows is not None:
             return len(self._windows[0])
         per_user = 1 if self.mode == "official" else self.s.samples_per_user
-        return len(self.sequences) * per_user
+        return self.num_sequences * per_user
 
     def _cut(self, rng: np.random.Generator, n: int) -> int:
         lo = n // 2 if self.mode == "official" else 1
@@ -142,50 +167,53 @@ class SequenceSampler:
         return 1 if self.mode == "official" else self.s.num_query_positions
 
     def _plan(self) -> tuple[np.ndarray, ...]:
-        """This epoch's rows, shuffled: next_item (order,); others (order, sequence, cut, query positions)."""
+        """This epoch's rows, shuffled: next_item (order,); others (order, cut, query positions), row r being
+        sample r % samples_per_user of sequence r // samples_per_user."""
         rng = np.random.default_rng(self.seed + self.epoch_index)
         self.epoch_index += 1
         if self._windows is not None:
-            return (rng.permutation(len(self._windows[0])),)
+            return (_shuffled(rng, len(self._windows[0])),)
         n_h = self.query_slots
         per_user = 1 if self.mode == "official" else self.s.samples_per_user
-        rows = len(self.sequences) * per_user
-        seq_of = np.repeat(np.arange(len(self.sequences), dtype=np.int32), per_user)
+        rows = self.num_sequences * per_user
         cut = np.zeros(rows, np.int32)
-        positions = np.full((rows, n_h), -1, np.int32)
+        positions = np.full((rows, n_h), -1, np.int16 if self.s.max_len < 2 ** 15 else np.int32)
         r = 0
-        for n in self.sequences.lengths.tolist():
-            for _ in range(per_user):
-                c = self._cut(rng, n)
-                h = min(c, self.s.max_len)  # history length: the items [max(0, c - max_len), c)
-                last = h - 1
-                if h <= n_h:
-                    pos = np.arange(h)
-                else:
-                    others = rng.choice(last, size=n_h - 1, replace=False)
-                    pos = np.sort(np.append(others, last))
-                cut[r] = c
-                positions[r, : len(pos)] = pos
-                r += 1
-        return rng.permutation(rows), seq_of, cut, positions
+        chunk = 1 << 16
+        for first in range(0, self.num_sequences, chunk):
+            for n in self._lengths[first:first + chunk].tolist():
+                for _ in range(per_user):
+                    c = self._cut(rng, n)
+                    h = min(c, self.s.max_len)  # history length: the items [max(0, c - max_len), c)
+                    last = h - 1
+                    if h <= n_h:
+                        pos = np.arange(h)
+                    else:
+                        others = rng.choice(last, size=n_h - 1, replace=False)
+                        pos = np.sort(np.append(others, last))
+                    cut[r] = c
+                    positions[r, : len(pos)] = pos
+                    r += 1
+        return _shuffled(rng, rows), cut, positions
 
     def _rows(self, plan: tuple[np.ndarray, ...], take: np.ndarray) -> dict[str, np.ndarray]:
         """The rows plan[0][take] filled from the sequences."""
         order = plan[0][take]
         if self._windows is not None:
             seq, start, end = (a[order] for a in self._windows)
-            return {"history": _fill_windows(self.sequences, seq, start, end, self.max_len, 0),
-                    "labels": _fill_windows(self.sequences, seq, start, end, self.max_len, 1)}
-        _, seq_of, cut_of, pos_of = plan
+            return {"history": _fill_windows(self._values, self._starts, seq, start, end, self.max_len, 0),
+                    "labels": _fill_windows(self._values, self._starts, seq, start, end, self.max_len, 1)}
+        _, cut_of, pos_of = plan
+        per_user = 1 if self.mode == "official" else self.s.samples_per_user
         k = 1 if self.mode == "official" else self.s.num_targets
         n_h, n_t = self.query_slots, self.target_slots
         b = len(order)
         history = np.zeros((b, self.s.max_len), np.int32)
-        positions = pos_of[order]
+        positions = pos_of[order].astype(np.int32)
         targets = np.zeros((b, n_t), np.int32)
         pairs = np.zeros((b, n_h, n_t), bool)
         for i, row in enumerate(order):
-            seq = self.sequences[seq_of[row]]
+            seq = self._sequence(int(row) // per_user)
             c = int(cut_of[row])
             start = max(0, c - self.s.max_len)
             hist = seq[start:c]

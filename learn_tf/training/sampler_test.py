@@ -97,3 +97,18 @@ def test_next_item_windows_yield_every_transition_exactly_once():
     assert not np.array_equal(s.epoch()["history"], ep["history"])  # reshuffled each epoch
     inputs, labels = next_item_windows([np.arange(1, 4)], 5)
     assert inputs.tolist() == [[1, 2, 0, 0, 0]] and labels.tolist() == [[2, 3, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("mode", ["next_item", "dense", "window", "official"])
+def test_batches_are_the_epoch_cut_into_pieces_and_packed_input_is_not_copied(mode):
+    from learn_tf.training.inputs import PackedSequences
+
+    settings = SamplerSettings(mode=mode, max_len=8, num_targets=3, num_query_positions=4, samples_per_user=5)
+    packed = PackedSequences.from_arrays(SEQS)
+    whole = SequenceSampler(SEQS, settings, seed=4).epoch()
+    s = SequenceSampler(packed, settings, seed=4)
+    assert np.shares_memory(s._values, packed.values)  # the sampler keeps the packed values, never a copy
+    batches = list(s.epoch_batches(3))
+    assert len(batches) == -(-s.samples_per_epoch // 3) and all(len(b["history"]) <= 3 for b in batches)
+    for k, v in whole.items():
+        assert v.dtype == batches[0][k].dtype and np.array_equal(v, np.concatenate([b[k] for b in batches]))
