@@ -15,9 +15,15 @@ that batching adds at concurrency 1, with `uptime` before and after.
 `num_batch_threads=1`), measured in the same rounds; `--base DIR` keeps the
 export in DIR and reuses it on the next run (the 1M export takes minutes).
 
+The client sends PredictRequests serialised once (`--client prebuilt`, the default since
+2026-11-30) and checks each response's size, so the client process, which shares the
+machine's cores with the servers, spends little CPU; `--client helper` builds and decodes
+every request with `serving.client.predict`, as earlier runs did. `--server_args` passes more
+`python -m serving.server` flags to every server (e.g. TensorFlow's thread counts).
+
 Usage: python benchmarks/batching_bench.py [--items 1000000] [--requests 1000] [--rounds 2]
        [--models learn_retrieval_bf,learn_retrieval] [--variant num_batch_threads=1] [--base DIR]
-       [--json out.json]
+       [--json out.json] [--client prebuilt|helper] [--server_args '--tensorflow_inter_op_parallelism 1']
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -43,6 +49,7 @@ sys.path.insert(0, HERE)
 import learn_tf  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import grpc  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 from learn_tf.config import ServingConfig  # noqa: E402
 from learn_tf.models.catalogue import Catalogue  # noqa: E402
@@ -52,6 +59,16 @@ from serving.batching import read_batching_parameters  # noqa: E402
 from serving.client import make_channel, predict  # noqa: E402
 from serving.export import export_serving_models  # noqa: E402
 from serving.layout import BATCHING_FILE, RETRIEVAL_BF_MODEL, RETRIEVAL_MODEL  # noqa: E402
+
+
+def _request(model: str, history: np.ndarray) -> predict_pb2.PredictRequest:
+    """A top-10 PredictRequest for one history row, built once (the client then only sends it)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs["history"].CopyFrom(tf.make_tensor_proto(history))
+    request.inputs["k"].CopyFrom(tf.make_tensor_proto(np.array([10], np.int32)))
+    request.inputs["exclude_history"].CopyFrom(tf.make_tensor_proto(np.array([True])))
+    return request
 
 
 def _uptime() -> str:
@@ -79,11 +96,11 @@ def _export(n: int, base: str) -> tuple[str, np.ndarray]:
     return base, cat.item_ids[hist_idx].astype(bytes)
 
 
-def _start(base: str, batching: bool, params_file: str = "") -> tuple[subprocess.Popen, str]:
+def _start(base: str, batching: bool, params_file: str = "", extra: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
     args = [sys.executable, "-m", "serving.server", "--model_base", base, "--models_config",
             os.path.join(base, "models.config"), "--port", "0", "--rest_api_port", "-1", "--num_threads", "32",
             "--poll_seconds", "60"] + (["--enable_batching"] if batching else []) + (
-            ["--batching_parameters_file", params_file] if params_file else [])
+            ["--batching_parameters_file", params_file] if params_file else []) + list(extra)
     proc = subprocess.Popen(args, cwd=os.path.dirname(HERE), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     ready, _, _ = select.select([proc.stdout], [], [], 1800)
@@ -103,7 +120,15 @@ def main() -> None:
     p.add_argument("--variant", default="", help="name=value,... over the exported parameters: a third server")
     p.add_argument("--base", default=None, help="keep (and reuse) the export here")
     p.add_argument("--json", default=None)
+    p.add_argument("--server_args", default="",
+                   help="more `python -m serving.server` flags for every server, e.g. "
+                   "'--tensorflow_intra_op_parallelism 1 --tensorflow_inter_op_parallelism 1'")
+    p.add_argument("--client", choices=("prebuilt", "helper"), default="prebuilt",
+                   help="prebuilt: PredictRequests serialised once, responses checked by their sizes (the client "
+                   "costs little CPU next to the server on the same cores); helper: serving.client.predict per "
+                   "call (builds the TensorProtos and decodes every output, as the runs before 2026-11-30 13:00)")
     args = p.parse_args()
+    extra = args.server_args.split()
     workdir = tempfile.mkdtemp(prefix="batching_bench-")
     procs = []
     try:
@@ -111,7 +136,7 @@ def main() -> None:
         params = read_batching_parameters(os.path.join(base, BATCHING_FILE))
         servers: dict[Any, grpc.Channel] = {}
         for batching in (False, True):
-            proc, target = _start(base, batching)
+            proc, target = _start(base, batching, extra=extra)
             procs.append(proc)
             servers[batching] = make_channel(target)
         if args.variant:
@@ -120,21 +145,31 @@ def main() -> None:
             vfile = os.path.join(workdir, "variant.txt")
             with open(vfile, "w") as f:
                 f.write("".join(f"{k} {{ value: {v} }}\n" for k, v in dataclasses.asdict(variant).items()))
-            proc, target = _start(base, True, vfile)
+            proc, target = _start(base, True, vfile, extra)
             procs.append(proc)
             servers[args.variant] = make_channel(target)
         before = _uptime()
         print(f"[batching_bench] {before}", flush=True)
         results: dict[str, Any] = {"items": args.items, "batching_parameters": params.__dict__, "uptime_before": before,
-                                   "models": {}}
+                                   "client": args.client, "server_args": args.server_args, "models": {}}
+        stubs = {b: prediction_service_pb2_grpc.PredictionServiceStub(ch) for b, ch in servers.items()}
         for model in args.models.split(","):
-            def call(i: int, channel: grpc.Channel) -> None:
-                predict(channel, model, {"history": histories[i % 512:i % 512 + 1], "k": np.array([10], np.int32),
-                                         "exclude_history": np.array([True])}, timeout=120)
+            requests = [_request(model, histories[i:i + 1]) for i in range(len(histories))]
 
-            for channel in servers.values():  # warm both: first calls trace nothing, but fill caches
+            def call(i: int, server: Any) -> None:
+                if args.client == "helper":
+                    predict(servers[server], model, {"history": histories[i % 512:i % 512 + 1],
+                                                     "k": np.array([10], np.int32),
+                                                     "exclude_history": np.array([True])}, timeout=120)
+                    return
+                response = stubs[server].Predict(requests[i % len(requests)], timeout=120)
+                got = len(response.outputs["item_ids"].string_val)
+                if got != 10:
+                    raise RuntimeError(f"expected 10 item ids, got {got}")
+
+            for server in servers:  # warm every server: first calls trace nothing, but fill caches
                 for i in range(20):
-                    call(i, channel)
+                    call(i, server)
             per: dict[str, Any] = {}
             names = {False: "off", True: "on", args.variant: f"on, {args.variant}"}
             for c in (1, 32):
@@ -142,7 +177,7 @@ def main() -> None:
                 for r in range(args.rounds):
                     order = list(servers) if r % 2 == 0 else list(reversed(list(servers)))
                     for batching in order:
-                        m = _load(lambda i, ch=servers[batching]: call(i, ch), c, args.requests)
+                        m = _load(lambda i, b=batching: call(i, b), c, args.requests)
                         runs[batching].append(m)
                         print(f"[batching_bench] {model} c={c} batching {names[batching]} round {r}: {m}", flush=True)
                 per[f"c{c}"] = {names[b]: {

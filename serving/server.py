@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import grpc
+import tensorflow as tf
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from learn_tf.config import ServingConfig
@@ -226,7 +227,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--max_message_bytes", type=int, default=4 << 20)
     p.add_argument("--poll_seconds", type=float, default=2.0)
     p.add_argument("--grace", type=float, default=5.0)
+    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                   help="threads of one op (TF Serving's flag; 0: TensorFlow's choice, the number of cores)")
+    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                   help="threads running independent ops (TF Serving's flag; 0: TensorFlow's choice)")
     args = p.parse_args(argv)
+    set_tensorflow_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
     config = args.models_config
     if config is None and os.path.exists(os.path.join(args.model_base, "models.config")):
         config = os.path.join(args.model_base, "models.config")
@@ -236,6 +242,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       rest_port=None if args.rest_api_port < 0 else args.rest_api_port,
                       batching=batching_from_flags(args.model_base, args.enable_batching,
                                                    args.batching_parameters_file))
+
+
+def set_tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:
+    """Sizes TensorFlow's intra-op and inter-op thread pools (0 leaves TensorFlow's default).
+
+    Must run before TensorFlow executes anything in the process (as TF Serving's
+    `--tensorflow_intra_op_parallelism` / `--tensorflow_inter_op_parallelism`, it is a process setting).
+
+    Raises:
+      ValueError: a negative count.
+      RuntimeError: TensorFlow already started its thread pools with other sizes.
+    """
+    for name, n in (("intra_op", intra_op), ("inter_op", inter_op)):
+        if n < 0:
+            raise ValueError(f"tensorflow {name} parallelism must be >= 0, got {n}")
+    if intra_op and tf.config.threading.get_intra_op_parallelism_threads() != intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    if inter_op and tf.config.threading.get_inter_op_parallelism_threads() != inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    if intra_op or inter_op:
+        _ensure_log_handler()
+        _log.info("TensorFlow threads: intra-op %d, inter-op %d", tf.config.threading.get_intra_op_parallelism_threads(),
+                  tf.config.threading.get_inter_op_parallelism_threads())
 
 
 def batching_from_flags(model_base: str, enable: bool, parameters_file: Optional[str]) -> Optional[BatchingParameters]:

@@ -62,8 +62,9 @@ def test_port_in_use_is_an_error(server: ModelServer, base: str) -> None:
 
 def test_sigterm_shuts_down_gracefully(base: str) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "serving.server", "--model_base", base, "--port", "0",
-                             "--grace", "1"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "--grace", "1", "--tensorflow_intra_op_parallelism", "1",
+                             "--tensorflow_inter_op_parallelism", "1", "--enable_batching"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 120)
         assert ready, "the server did not start within 120 s"
@@ -71,13 +72,24 @@ def test_sigterm_shuts_down_gracefully(base: str) -> None:
         assert line.startswith(f"serving {MODEL} on 127.0.0.1:"), (line, proc.stderr.read() if proc.poll() else "")
         st = Stubs(int(line.strip().rsplit(":", 1)[1]))
         assert st.served_version() == 1
+        out = st.predict.Predict(request(x=np.array([[1, 1, 1]], np.float32), k=np.ones(1, np.int32)), timeout=60)
+        assert out.model_spec.version.value == 1  # served through the batch scheduler
         st.channel.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         err = proc.stderr.read()
         assert "received SIGTERM" in err and "stopped" in err
         assert "model toy version 1 is AVAILABLE" in err
+        assert "TensorFlow threads: intra-op 1, inter-op 1" in err
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_tensorflow_thread_counts_are_checked() -> None:
+    from serving.server import set_tensorflow_threads
+
+    with pytest.raises(ValueError, match="intra_op parallelism must be >= 0"):
+        set_tensorflow_threads(-1, 0)
+    set_tensorflow_threads(0, 0)  # TensorFlow's defaults: nothing to set, fine after TF started

@@ -13,7 +13,6 @@ from typing import Any, Callable
 import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import grpc
-import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -24,7 +23,7 @@ from tensorflow_serving.apis import (
 
 from serving.model_manager import ModelManager
 from serving.predictor import Predictor
-from serving.tensor_codec import MAX_MESSAGE_CHARS, RequestError
+from serving.tensor_codec import MAX_MESSAGE_CHARS, RequestError, tensor_proto
 
 SIGNATURE_DEF_FIELD = "signature_def"
 
@@ -64,7 +63,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = key
         for name, value in outputs.items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            response.outputs[name].CopyFrom(tensor_proto(value))
         return response
 
     @_rpc

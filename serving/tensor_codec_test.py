@@ -74,3 +74,21 @@ def test_bad_requests(stubs: Stubs, case: str) -> None:
     assert needle in e.value.details()
     assert "[[" not in e.value.details()  # no graph node traces
     assert stubs.served_version() == 1  # the server keeps answering
+
+
+@pytest.mark.parametrize("value", [
+    np.array([[1.5, -np.inf], [np.nan, 0.0]], np.float32), np.arange(6, dtype=np.float64).reshape(3, 2),
+    np.array([3, -7], np.int32), np.array([[2 ** 40]], np.int64), np.array([True, False]),
+    np.array([[b"a", b""], [b"\xff\x00", b"item_7"]], dtype=object), np.array([b"x", b"yz"]),
+    np.array(["caf\u00e9", "b"]), np.zeros((0, 3), np.float32), np.array(5, np.int32),
+    np.array([1, 2], np.uint8), np.array([1.0], np.float16),
+])
+def test_tensor_proto_reads_back_as_tf_make_tensor_proto_does(value: np.ndarray) -> None:
+    from serving.tensor_codec import tensor_proto
+
+    proto = tensor_proto(value)
+    reference = tf.make_tensor_proto(value)
+    assert proto.dtype == reference.dtype and proto.tensor_shape == reference.tensor_shape
+    got, want = tf.make_ndarray(proto), tf.make_ndarray(reference)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
