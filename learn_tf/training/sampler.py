@@ -25,7 +25,7 @@ holds the sequences and a few integers per row, never the epoch's arrays.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -166,9 +166,9 @@ class SequenceSampler:
             return self.max_len
         return 1 if self.mode == "official" else self.s.num_query_positions
 
-    def _plan(self) -> tuple[np.ndarray, ...]:
-        """This epoch's rows, shuffled: next_item (order,); others (order, cut, query positions), row r being
-        sample r % samples_per_user of sequence r // samples_per_user."""
+    def _plan(self) -> tuple[Any, ...]:
+        """This epoch's rows, shuffled: next_item (order,); others (order, cut, query positions or None when
+        there is one query slot), row r being sample r % samples_per_user of sequence r // samples_per_user."""
         rng = np.random.default_rng(self.seed + self.epoch_index)
         self.epoch_index += 1
         if self._windows is not None:
@@ -176,8 +176,10 @@ class SequenceSampler:
         n_h = self.query_slots
         per_user = 1 if self.mode == "official" else self.s.samples_per_user
         rows = self.num_sequences * per_user
-        cut = np.zeros(rows, np.int32)
-        positions = np.full((rows, n_h), -1, np.int16 if self.s.max_len < 2 ** 15 else np.int32)
+        cut = np.zeros(rows, np.int16 if int(self._lengths.max()) < 2 ** 15 else np.int32)
+        # One query position is always the history's last (h - 1): derived from the cut in `_rows`, not stored.
+        positions = (np.full((rows, n_h), -1, np.int16 if self.s.max_len < 2 ** 15 else np.int32) if n_h > 1
+                     else None)
         r = 0
         chunk = 1 << 16
         for first in range(0, self.num_sequences, chunk):
@@ -192,11 +194,12 @@ class SequenceSampler:
                         others = rng.choice(last, size=n_h - 1, replace=False)
                         pos = np.sort(np.append(others, last))
                     cut[r] = c
-                    positions[r, : len(pos)] = pos
+                    if positions is not None:
+                        positions[r, : len(pos)] = pos
                     r += 1
         return _shuffled(rng, rows), cut, positions
 
-    def _rows(self, plan: tuple[np.ndarray, ...], take: np.ndarray) -> dict[str, np.ndarray]:
+    def _rows(self, plan: tuple[Any, ...], take: np.ndarray) -> dict[str, np.ndarray]:
         """The rows plan[0][take] filled from the sequences."""
         order = plan[0][take]
         if self._windows is not None:
@@ -209,7 +212,10 @@ class SequenceSampler:
         n_h, n_t = self.query_slots, self.target_slots
         b = len(order)
         history = np.zeros((b, self.s.max_len), np.int32)
-        positions = pos_of[order].astype(np.int32)
+        if pos_of is not None:
+            positions = pos_of[order].astype(np.int32)
+        else:  # one query slot: the history's last position
+            positions = (np.minimum(cut_of[order].astype(np.int32), self.s.max_len) - 1)[:, None]
         targets = np.zeros((b, n_t), np.int32)
         pairs = np.zeros((b, n_h, n_t), bool)
         for i, row in enumerate(order):
