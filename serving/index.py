@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -76,11 +76,67 @@ def tune_scann(items: np.ndarray, queries: np.ndarray, serving: ServingConfig, k
     return ScannSettings(leaves, search, reorder, r)
 
 
+class ExactTopK(tf.keras.layers.Layer):
+    """Exact top-k by dot product over a fixed item matrix: tfrs' `BruteForce`, ranked in two stages.
+
+    `call(queries, k)` returns (scores [B, k], identifiers 1..N [B, k]), the same values and
+    identifiers as `tf.math.top_k` over all N scores (ties go to the lower index, as there). The
+    N scores of a row are cut into blocks of `block` items (about sqrt(N)); the k + 1 blocks with
+    the highest maxima hold the k best items, so the second `top_k` ranks only their (k + 1) x
+    block scores instead of N. One extra block covers the last block, whose padding rows (zeros)
+    may lift its maximum; padded positions are masked out. `tf.math.top_k` over 1M scores costs
+    about as much per row as the whole batched product, so this is what lets a batch of rows
+    share most of the work. With (k + 1) x block x 2 > N (small catalogues, large k) a single
+    `top_k` over the masked scores is used. Only stock TensorFlow ops: the stock
+    `tensorflow_model_server` serves it.
+    """
+
+    def __init__(self, items: np.ndarray, block: Optional[int] = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        n, d = items.shape
+        if n < 1:
+            raise ValueError("ExactTopK needs at least one item")
+        self.num_items = int(n)
+        self.block = int(block or max(1, int(round(math.sqrt(n)))))
+        self.num_blocks = -(-self.num_items // self.block)
+        padded = np.zeros((self.num_blocks * self.block, d), np.float32)
+        padded[:n] = items
+        self.items = tf.Variable(padded, trainable=False, name="items")
+
+    def call(self, queries: tf.Tensor, k: Any = 10) -> tuple[tf.Tensor, tf.Tensor]:  # noqa: ANN401 - int or tensor
+        """[B, d] queries -> (top-k scores [B, k], item identifiers 1..N [B, k]), best first."""
+        k = tf.cast(k, tf.int32)
+        scores = tf.linalg.matmul(queries, self.items, transpose_b=True)  # [B, num_blocks * block]
+        n, block, blocks = self.num_items, self.block, self.num_blocks
+        padding = blocks * block - n
+
+        def two_stage() -> tuple[tf.Tensor, tf.Tensor]:
+            rows = tf.shape(scores)[0]
+            by_block = tf.reshape(scores, [rows, blocks, block])
+            _, best = tf.math.top_k(tf.reduce_max(by_block, axis=2), k=k + 1)
+            best = tf.sort(best, axis=1)  # in item order, so ties still go to the lower index
+            cand = tf.gather(by_block, best, batch_dims=1)  # [B, k + 1, block]
+            index = best[:, :, None] * block + tf.range(block)[None, None, :]
+            cand = tf.where(index < n, cand, tf.constant(-np.inf, cand.dtype))
+            values, pos = tf.math.top_k(tf.reshape(cand, [rows, -1]), k=k)
+            return values, tf.gather(tf.reshape(index, [rows, -1]), pos, batch_dims=1)
+
+        def single() -> tuple[tf.Tensor, tf.Tensor]:
+            masked = scores
+            if padding:
+                masked = tf.where(tf.range(blocks * block)[None, :] < n, scores, tf.constant(-np.inf, scores.dtype))
+            values, index = tf.math.top_k(masked, k=k)
+            return values, index
+
+        values, index = tf.cond((k + 1) * block * 2 <= n, two_stage, single)
+        return values, index + 1
+
+
 def build_index(kind: str, items: np.ndarray, max_k: int, scann: Optional[ScannSettings] = None) -> tf.keras.Model:
-    """A TFRS top-k layer (ScaNN or BruteForce) over `items`, identified by catalogue index 1..N."""
+    """The top-k layer over `items`, identified by catalogue index 1..N: `ExactTopK` or TFRS' ScaNN."""
     ids = tf.range(1, items.shape[0] + 1, dtype=tf.int32)
     if kind == "brute_force":
-        return tfrs.layers.factorized_top_k.BruteForce(k=min(10, items.shape[0])).index(tf.constant(items), ids)
+        return ExactTopK(np.asarray(items, np.float32))
     if scann is None:
         raise ValueError("a ScaNN index needs ScannSettings (see tune_scann)")
     layer = tfrs.layers.factorized_top_k.ScaNN(
