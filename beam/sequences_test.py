@@ -1,4 +1,4 @@
-"""Tests for the Beam sequence step: the streamed SequenceExample path trains on exactly what the in-memory path does."""
+"""Tests for the Beam sequence step: the streamed SequenceExample path trains on what the in-memory path does."""
 
 import os
 

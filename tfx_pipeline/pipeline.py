@@ -150,7 +150,7 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=[data_io.INTERACTIONS_SPLIT]),
         vertex_training=trainer_vertex_training).with_id("Trainer")
     evaluator = RetrievalEvaluator(
-        model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"], sequences=sequence_gen.outputs["sequences"],
         item_embeddings=embedding_gen.outputs["embeddings"], split=split_gen.outputs["split"],
         model_name=model_name(cfg.model, p.model_kind), min_ndcg_at_10=p.min_ndcg_at_10,
         must_beat_content_knn=p.must_beat_content_knn).with_id("Evaluator")

@@ -36,7 +36,8 @@ def test_create_pipeline_wires_every_component(tiny_config_factory, tmp_path):
     assert "DataGate" in _upstream(p, "ItemEmbeddingGen") and "DataGate" in _upstream(p, "Transform")
     assert {"ExampleGen", "DataGate"} == _upstream(p, "SplitGen")
     assert {"Transform", "ItemEmbeddingGen", "SchemaGen", "SplitGen"} <= _upstream(p, "Trainer")
-    assert {"Trainer", "ExampleGen", "ItemEmbeddingGen", "SplitGen"} <= _upstream(p, "Evaluator")
+    assert {"Trainer", "SequenceGen", "ItemEmbeddingGen", "SplitGen"} <= _upstream(p, "Evaluator")
+    assert {"SequenceGen"} <= _upstream(p, "Trainer")
     # The Pusher exports (Transform graph inside every model, ScaNN tuned on the split's histories), then pushes.
     assert {"Trainer", "Evaluator", "Transform", "SplitGen"} == _upstream(p, "Pusher")
     trainer = next(c for c in p.components if c.id == "Trainer")

@@ -4,7 +4,7 @@
 kind (see `tfx_pipeline.components.trainer`); LearnTrainer's executor adds
 `item_embeddings_uri`, `split_uri` and `sequences_uri`. The training input
 streams from SequenceGen's per-user SequenceExamples (`tf.data`, catalogue
-indices; `tfx_pipeline.training_data.load_streamed_training_data`): the
+indices; `tfx_pipeline.training_data.load_streamed_data`): the
 interactions are never read into memory. Output: `<serving_model_dir>/towers/`,
 saved with `learn_tf.training.jobs.save_towers` and the metadata `learn train`
 writes, for the Evaluator and the Pusher (which exports the serving models);
@@ -37,8 +37,8 @@ def run_fn(fn_args: "tfx.components.FnArgs") -> None:
     cc = dict(fn_args.custom_config or {})
     sections = _read_custom_config(cc)
     kind = sections.model_kind
-    data = _training_data.load_streamed_training_data(cc["item_embeddings_uri"], cc["split_uri"],
-                                                      cc["sequences_uri"])
+    data = _training_data.load_streamed_data(cc["item_embeddings_uri"], cc["split_uri"], cc["sequences_uri"],
+                                             "validation")
     catalogue = data["catalogue"]
     vocab = _tft.TFTransformOutput(fn_args.transform_output).vocabulary_by_name("item_id")
     outside = {v.decode() if isinstance(v, bytes) else v for v in vocab} - set(catalogue.item_ids)
@@ -52,7 +52,7 @@ def run_fn(fn_args: "tfx.components.FnArgs") -> None:
     # The trainer and save_towers write local files (checkpoints, curves, Keras weights): on an object
     # store they write into local folders that are uploaded afterwards, towers.json last.
     with _io.staged_dir(fn_args.model_run_dir) as run_dir:
-        result = _trainer.train(towers, catalogue, data["sequences"], data["validation"],
+        result = _trainer.train(towers, catalogue, data["sequences"], data["cases"],
                                 sections.train, output_dir=run_dir, verbose=0)
     # Under MultiWorkerMirroredStrategy (TF_CONFIG) every worker ends with the same weights; only the chief
     # publishes them, the others write to scratch.

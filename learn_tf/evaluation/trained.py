@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,29 @@ def evaluate_trained(trained: Mapping[str, tuple[tf.keras.Model, Catalogue, dict
       ValueError: a model was trained on another catalogue, an unknown baseline,
         or a case history the towers cannot read (naming the row and user).
     """
+    counts = (PopularityBaseline.from_interactions(catalogue.item_ids, splits.train["item_id"]).counts
+              if "popularity" in baselines else None)
+    return evaluate_cases(trained, catalogue, content, add_earlier_items(splits.cases(split), interactions), counts,
+                          split, baselines)
+
+
+def evaluate_cases(trained: Mapping[str, tuple[tf.keras.Model, Catalogue, dict[str, Any]]], catalogue: Catalogue,
+                   content: np.ndarray, cases: pd.DataFrame, train_counts: Optional[np.ndarray],
+                   split: str = "test", baselines: Sequence[str] = BASELINES) -> dict[str, Any]:
+    """`evaluate_trained` on prepared inputs: cases with `earlier_items` and the training counts per item.
+
+    The pipeline's Evaluator feeds it from the Split's cases and SequenceGen's
+    shards (no interactions table); `evaluate_trained` from a split in memory.
+
+    Args:
+      trained, catalogue, content, split, baselines: as `evaluate_trained`.
+      cases: one split's evaluation cases with their `earlier_items` column.
+      train_counts: [N] training interactions per catalogue item (the popularity
+        baseline; None when it is not asked for).
+
+    Raises:
+      ValueError: as `evaluate_trained`, or the popularity baseline without `train_counts`.
+    """
     scorers: dict[str, Any] = {}
     max_lens = []
     for name, (towers, model_catalogue, meta) in trained.items():
@@ -53,11 +76,11 @@ def evaluate_trained(trained: Mapping[str, tuple[tf.keras.Model, Catalogue, dict
         if baseline == "content_knn":
             scorers[baseline] = ContentKNNBaseline(catalogue.item_ids, content).score
         elif baseline == "popularity":
-            scorers[baseline] = PopularityBaseline.from_interactions(catalogue.item_ids,
-                                                                     splits.train["item_id"]).score
+            if train_counts is None:
+                raise ValueError("the popularity baseline needs the training counts per item (train_counts)")
+            scorers[baseline] = PopularityBaseline(catalogue.item_ids, train_counts).score
         else:
             raise ValueError(f"unknown baseline {baseline!r}; choose from {', '.join(BASELINES)}")
-    cases = add_earlier_items(splits.cases(split), interactions)
     if max_lens:  # fail before scoring, naming the case row and user
         check_cases(catalogue, cases, max(max_lens))
     results = evaluate_models(scorers, cases, catalogue.item_ids)

@@ -51,3 +51,19 @@ def test_baselines_only_and_errors(run):
         evaluate_trained({"m": (towers, other, {"max_len": 4})}, catalogue, content, splits, inter)
     with pytest.raises(ValueError, match="unknown baseline 'random'"):
         evaluate_trained({}, catalogue, content, splits, inter, baselines=("random",))
+
+
+def test_evaluate_cases_fed_from_packed_training_counts_equals_evaluate_trained(run):
+    """The pipeline's Evaluator path: cases with earlier items + training counts from the packed sequences."""
+    from learn_tf.evaluation.trained import evaluate_cases
+    from learn_tf.training.inputs import sequences_from_split
+
+    splits, inter, catalogue, content, towers = run
+    trained = {"learn_a": (towers, catalogue, {"max_len": 4})}
+    expected = evaluate_trained(trained, catalogue, content, splits, inter, "test")
+    packed = sequences_from_split(splits.train, catalogue)
+    counts = np.bincount(packed.values, minlength=len(catalogue) + 1)[1:]
+    cases = add_earlier_items(splits.cases("test"), inter)
+    assert evaluate_cases(trained, catalogue, content, cases, counts, "test") == expected
+    with pytest.raises(ValueError, match="popularity baseline needs the training counts"):
+        evaluate_cases({}, catalogue, content, cases, None, baselines=("popularity",))

@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any
 
+import numpy as np
+
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
@@ -13,19 +15,19 @@ from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from learn_tf.evaluation.report import format_table, write_report
-from learn_tf.evaluation.trained import evaluate_trained
+from learn_tf.evaluation.trained import evaluate_cases
 from learn_tf.training.jobs import load_towers
 from learn_tf.utils import io
 from tfx_pipeline import data_io
-from tfx_pipeline.components.artifacts import ItemEmbeddings, Split
+from tfx_pipeline.components.artifacts import ItemEmbeddings, Split, UserSequences
 from tfx_pipeline.components.blessing import blessing_reasons, record_blessing
-from tfx_pipeline.training_data import load_pipeline_data
+from tfx_pipeline.training_data import load_streamed_data
 
 BASELINES = ("content_knn",)  # the pipeline's table and blessing compare against content-kNN only
 
 
 class RetrievalEvaluatorSpec(ComponentSpec):
-    """RetrievalEvaluator: model + raw examples + embeddings + split in; evaluation + blessing out."""
+    """RetrievalEvaluator: model + user sequences + embeddings + split in; evaluation + blessing out."""
 
     PARAMETERS = {
         "model_name": ExecutionParameter(type=str),
@@ -35,7 +37,7 @@ class RetrievalEvaluatorSpec(ComponentSpec):
     }
     INPUTS = {
         "model": ChannelParameter(type=standard_artifacts.Model),
-        "examples": ChannelParameter(type=standard_artifacts.Examples),
+        "sequences": ChannelParameter(type=UserSequences),
         "item_embeddings": ChannelParameter(type=ItemEmbeddings),
         "split": ChannelParameter(type=Split),
     }
@@ -46,7 +48,8 @@ class RetrievalEvaluatorSpec(ComponentSpec):
 
 
 class RetrievalEvaluatorExecutor(base_executor.BaseExecutor):
-    """Scores with `learn_tf.evaluation.trained.evaluate_trained` (as `learn evaluate`); blesses or not."""
+    """Scores with `learn_tf.evaluation.trained.evaluate_cases` (the core of `learn evaluate`'s `evaluate_trained`,
+    fed from the Split and SequenceGen's shards); blesses or not."""
 
     def Do(self, input_dict: dict[str, list[Artifact]], output_dict: dict[str, list[Artifact]],
            exec_properties: dict[str, Any]) -> None:
@@ -54,14 +57,18 @@ class RetrievalEvaluatorExecutor(base_executor.BaseExecutor):
         split = exec_properties["eval_split"]
         name = exec_properties["model_name"]
         model_uri = artifact_utils.get_single_uri(input_dict["model"])
-        data = load_pipeline_data(
-            data_io.read_interactions(artifact_utils.get_single_uri(input_dict["examples"])),
-            artifact_utils.get_single_uri(input_dict["item_embeddings"]),
-            artifact_utils.get_single_uri(input_dict["split"]))
+        # The cases and their earlier items from the Split and SequenceGen's shards: the interactions are
+        # never read; training sequences only when a baseline needs their counts (popularity).
+        data = load_streamed_data(artifact_utils.get_single_uri(input_dict["item_embeddings"]),
+                                  artifact_utils.get_single_uri(input_dict["split"]),
+                                  artifact_utils.get_single_uri(input_dict["sequences"]), split,
+                                  sequences="popularity" in BASELINES)
+        counts = (np.bincount(data["sequences"].values, minlength=len(data["catalogue"]) + 1)[1:]
+                  if data["sequences"] is not None else None)
         with io.local_copy(data_io.trained_towers_dir(model_uri)) as towers_dir:  # load_towers reads local files
             trained = {name: load_towers(towers_dir, embedding_manifest=data["embedding_manifest"])}
-        results = evaluate_trained(trained, data["catalogue"], data["content"], data["splits"], data["interactions"],
-                                   split, baselines=BASELINES)
+        results = evaluate_cases(trained, data["catalogue"], data["content"], data["cases"], counts, split,
+                                 baselines=BASELINES)
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         with io.staged_dir(evaluation.uri) as report_dir:  # write_report writes local files; uploaded if a URI
             write_report(results, report_dir, plots=False)
@@ -90,12 +97,13 @@ class RetrievalEvaluator(base_component.BaseComponent):
     SPEC_CLASS = RetrievalEvaluatorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(RetrievalEvaluatorExecutor)
 
-    def __init__(self, model: types.BaseChannel, examples: types.BaseChannel, item_embeddings: types.BaseChannel,
+    def __init__(self, model: types.BaseChannel, sequences: types.BaseChannel, item_embeddings: types.BaseChannel,
                  split: types.BaseChannel, model_name: str, min_ndcg_at_10: float = 0.0,
                  must_beat_content_knn: bool = False, eval_split: str = "test") -> None:
-        """Args: the Trainer's model, raw examples, embeddings, the split, the model's name and the blessing rule."""
+        """Args: the Trainer's model, SequenceGen's user sequences, embeddings, the split, the model's name and the
+        blessing rule."""
         super().__init__(spec=RetrievalEvaluatorSpec(
-            model=model, examples=examples, item_embeddings=item_embeddings, split=split, model_name=model_name,
+            model=model, sequences=sequences, item_embeddings=item_embeddings, split=split, model_name=model_name,
             min_ndcg_at_10=float(min_ndcg_at_10), must_beat_content_knn=int(bool(must_beat_content_knn)),
             eval_split=eval_split, evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing)))
