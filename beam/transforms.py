@@ -6,6 +6,7 @@ together; none of them knows where its input comes from or its output goes.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any, Iterable, Iterator
@@ -63,7 +64,9 @@ class _Progress:
             rate = self.done / max(now - self.start, 1e-9)
             eta = (self.total - self.done) / rate if rate > 0 and self.total > self.done else 0.0
             pct = f"{100 * self.done / self.total:.0f}%" if self.total else "?"
-            msg = f"embedded {self.done:,}/{self.total:,} items ({pct}), {rate:.1f} items/s, ETA {eta:.0f} s"
+            # With several worker processes each reports its own share (pid) and its own ETA for the rest.
+            msg = (f"embedded {self.done:,}/{self.total:,} items ({pct}) [pid {os.getpid()}], {rate:.1f} items/s, "
+                   f"ETA {eta:.0f} s")
             print(f"[learn embed] {msg}", flush=True)
 
 

@@ -30,22 +30,24 @@ class FastTokenizer:
     """Texts -> token ids (no special tokens added), identical to the keras-hub tokenizer it mirrors.
 
     Args:
-      presplit: texts [N] string tensor -> ragged [N, words] of keras-hub's pre-split words.
+      presplit: texts [N] string tensor -> per text, keras-hub's pre-split words (UTF-8 bytes).
       tokenizer: a `tokenizers.Tokenizer` that encodes pre-split words.
       unk_word: if set, words longer than `WORDPIECE_MAX_BYTES` UTF-8 bytes become
         this token (WordPiece's byte limit, which `tokenizers` counts in characters).
     """
 
-    def __init__(self, presplit: Callable[[Any], Any], tokenizer: Any, unk_word: Optional[str] = None) -> None:
+    def __init__(self, presplit: Callable[[Any], Any], tokenizer: Any, unk_word: Optional[str] = None,
+                 whole_words: Optional[dict[str, int]] = None) -> None:
         self._presplit = presplit
         self._tokenizer = tokenizer
         self._unk_word = unk_word
+        self._whole = whole_words or {}
 
     def __call__(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, as keras-hub's `tokenizer(texts)` would return them."""
         if not texts:
             return []
-        words = self._presplit(tf.constant([t.encode("utf-8") for t in texts], dtype=tf.string)).to_list()
+        words = self._presplit(tf.constant([t.encode("utf-8") for t in texts], dtype=tf.string))
         batch = []
         for row in words:
             if self._unk_word is not None:
@@ -54,7 +56,12 @@ class FastTokenizer:
                 row = [w.decode("utf-8") for w in row]
             batch.append(row)
         out: list[list[int]] = [[] for _ in batch]
-        nonempty = [k for k, row in enumerate(batch) if row]
+        special = {k for k, row in enumerate(batch) if self._whole and any(w in self._whole for w in row)}
+        for k in special:  # a word that is exactly an unsplittable token maps to its id; other words as usual
+            for w in batch[k]:
+                out[k].extend([self._whole[w]] if w in self._whole else self._tokenizer.encode(
+                    [w], is_pretokenized=True, add_special_tokens=False).ids)
+        nonempty = [k for k, row in enumerate(batch) if row and k not in special]
         if nonempty:
             encs = self._tokenizer.encode_batch([batch[k] for k in nonempty], is_pretokenized=True,
                                                 add_special_tokens=False)
@@ -71,10 +78,26 @@ def _byte_pair(kt: Any) -> FastTokenizer:
     merges = [tuple(m.split(" ")) for m in kt.merges]
     hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=dict(kt.vocabulary), merges=merges))
     hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    # keras-hub maps a pre-split word that is exactly one of these to its id and byte-pair-merges any
+    # other word as text. (Its pre-split of texts holding them depends on the order of a set, so on
+    # PYTHONHASHSEED, once there are 10 or more: SmolLM2 has 17. The same call is made here.)
     unsplittable = list(kt.unsplittable_tokens or [])
-    if unsplittable:  # keras-hub maps these whole, wherever they appear in the text
-        hf.add_special_tokens(unsplittable)
-    return FastTokenizer(lambda x: split_strings_for_bpe(x, unsplittable or None), hf)
+    prefix = b" " if getattr(kt, "add_prefix_space", False) else b""
+
+    def presplit(x: Any) -> Any:
+        texts = [prefix + t for t in x.numpy().tolist()] if prefix else x.numpy().tolist()
+        # keras-hub isolates each unsplittable token with two eager regex ops per token (~0.7 s a
+        # call for SmolLM2's 17); texts without any split identically without them.
+        special = [k for k, t in enumerate(texts) if any(u.encode("utf-8") in t for u in unsplittable)]
+        plain = split_strings_for_bpe(tf.constant(texts, dtype=tf.string), None).to_list()
+        if special:
+            fixed = split_strings_for_bpe(tf.constant([texts[k] for k in special], dtype=tf.string),
+                                          unsplittable).to_list()
+            for k, row in zip(special, fixed):
+                plain[k] = row
+        return plain
+
+    return FastTokenizer(presplit, hf, whole_words={u: int(kt.token_to_id(u)) for u in unsplittable})
 
 
 def _word_piece(kt: Any) -> FastTokenizer:
@@ -93,7 +116,7 @@ def _word_piece(kt: Any) -> FastTokenizer:
 
     def presplit(x: Any) -> Any:
         words = pretokenize(x, kt.lowercase, kt.strip_accents, kt.split, kt.split_on_cjk, pattern)
-        return words if isinstance(words, tf.RaggedTensor) else tf.RaggedTensor.from_tensor(words[:, None])
+        return (words if isinstance(words, tf.RaggedTensor) else tf.RaggedTensor.from_tensor(words[:, None])).to_list()
 
     return FastTokenizer(presplit, hf, unk_word=kt.oov_token)
 

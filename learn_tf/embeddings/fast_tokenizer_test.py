@@ -73,3 +73,16 @@ def test_shipped_presets_identical_ids(name):
     from learn_tf.pretrained.presets import resolve_preset
 
     _assert_identical(keras_hub.models.Tokenizer.from_preset(resolve_preset(name)), varied_texts(1000))
+
+
+def test_unsplittable_tokens_and_prefix_space(tiny_decoder_preset):
+    """Texts holding special tokens take keras-hub's own split; add_prefix_space is mirrored."""
+    kt = keras_hub.models.Tokenizer.from_preset(tiny_decoder_preset)
+    assert kt.unsplittable_tokens
+    special = kt.unsplittable_tokens[0]
+    texts = [f"the {special} end", f"{special}{special}x", "no special here", f"a{special}"] + varied_texts(20)
+    _assert_identical(kt, texts)
+    vocab = {s: i for i, s in enumerate(["Ġ", "a", "b", "Ġa", "<|endoftext|>"])}
+    gpt2 = keras_hub.tokenizers.BytePairTokenizer(vocabulary=vocab, merges=["Ġ a"], add_prefix_space=True,
+                                                  unsplittable_tokens=["<|endoftext|>"])
+    _assert_identical(gpt2, ["a", "a a", "ab", "<|endoftext|>a"])
