@@ -31,6 +31,7 @@ the child's whole process tree (driver + Beam workers, sampled every 0.2 s).
 Usage:
   python benchmarks/embed_bench.py                      # MovieLens-100K, smollm2-135m, batch 32
   python benchmarks/embed_bench.py --limit 200          # the first 200 items only
+  python benchmarks/embed_bench.py --synthetic 10000    # 10,000 synthetic items (start-up costs amortised)
   python benchmarks/embed_bench.py --items path/to/items.parquet --model path/to/preset
   python benchmarks/embed_bench.py --mode scale         # 10k and 100k synthetic items, minilm-l6, 1 and 2 workers
   python benchmarks/embed_bench.py --mode scale --sizes 500 --workers 1,2   # smoke test
@@ -146,7 +147,12 @@ def _span(evs: list[dict[str, Any]]) -> float:
 
 def _items_path(args: argparse.Namespace, work: str) -> str:
     path = args.items
-    if path is None:
+    if args.synthetic:
+        cfg = DataConfig(source="synthetic", synthetic=SyntheticConfig(
+            num_items=args.synthetic, num_users=max(10, args.synthetic // 10), seed=0))
+        ingest(cfg, os.path.join(work, "data"), write_tfrecords=False, echo=False)
+        path = os.path.join(work, "data", "items.parquet")
+    elif path is None:
         cfg = load_config(os.path.join(REPO, "configs", "movielens.yaml"))
         ingest(cfg.data, os.path.join(work, "data"), write_tfrecords=False, echo=False)
         path = os.path.join(work, "data", "items.parquet")
@@ -556,6 +562,8 @@ def main() -> None:
                    help="also time N batches with and without jit_compile (throughput mode)")
     p.add_argument("--skip-keras-tokenizer", action="store_true",
                    help="do not time keras-hub's traced tokenizer for comparison (saves ~10 s with BPE)")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="throughput mode on N synthetic items instead of MovieLens (fixed costs amortised)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N items (throughput mode)")
     p.add_argument("--loop-first", action="store_true",
                    help="run the plain loop before the Beam job (default: Beam first); swaps any order effect")
