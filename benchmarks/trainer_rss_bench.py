@@ -16,7 +16,9 @@ interactions / `--mean-length`):
    (0 = the whole epoch); peak RSS (`VmHWM`) after each stage.
 
 It prints each size's peak RSS, the peak above the process's baseline (Python +
-TensorFlow + the catalogue) and the ratio of the largest to the smallest size's
+TensorFlow + the catalogue), what the packed sequences (4 bytes per training
+interaction) and the sampler (windows or the epoch plan: order + cut per row)
+hold by construction, and the ratio of the largest to the smallest size's
 peak (goal: <= 1.2). Not measured here: the early-stopping validation cases
 (the Split's eval cases plus earlier items, strings per case) and the towers.
 
@@ -169,12 +171,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         rows += int(batch["history"].shape[0])
     batches_s = time.perf_counter() - t1
     stages["batches"] = _rss_mib()
+    packed_mib = (packed.values.nbytes + packed.offsets.nbytes) / 2 ** 20
+    sampler_mib = sampler.memory_nbytes / 2 ** 20
     digest = hashlib.sha256(packed.offsets.tobytes() + packed.values.tobytes()).hexdigest()[:12]
     return {"sampling": settings.sampling, "batch_size": settings.batch_size, "records": counts.records,
             "sequences": counts.sequences, "training_items": counts.training_items,
             "rows_per_epoch": sampler.samples_per_epoch, "steps": steps, "rows": rows, "read_s": round(read_s, 1),
             "batches_s": round(batches_s, 1), "stages": stages, "peak_mib": stages["batches"]["VmHWM"],
-            "baseline_mib": stages["catalogue"]["VmHWM"], "checksum": digest}
+            "baseline_mib": stages["catalogue"]["VmHWM"], "packed_mib": round(packed_mib, 1),
+            "sampler_mib": round(sampler_mib, 1), "checksum": digest}
 
 
 # --------------------------------------------------------------------------- parent
@@ -241,12 +246,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     print("\n| interactions | sampling | users | training items | rows/epoch | peak RSS MiB | baseline MiB "
-          "| above baseline MiB | read s | checksum |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| above baseline MiB | packed MiB | sampler MiB | read s | checksum |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         print(f"| {r['size']:,} | {r['sampling']} | {r['users']:,} | {r['training_items']:,} | "
               f"{r['rows_per_epoch']:,} | {r['peak_mib']:,.0f} | {r['baseline_mib']:,.0f} | "
-              f"{r['peak_mib'] - r['baseline_mib']:,.0f} | {r['read_s']} | {r['checksum']} |")
+              f"{r['peak_mib'] - r['baseline_mib']:,.0f} | {r['packed_mib']:,.1f} | {r['sampler_mib']:,.1f} | "
+              f"{r['read_s']} | {r['checksum']} |")
     for sampling in sorted({r["sampling"] for r in results}):
         rs = sorted((r for r in results if r["sampling"] == sampling), key=lambda r: r["size"])
         if len(rs) >= 2:

@@ -128,6 +128,19 @@ class SequenceSampler:
         """Training sequences sampled from (those with 2 or more items)."""
         return len(self._lengths)
 
+    @property
+    def memory_nbytes(self) -> int:
+        """Bytes the sampler holds across an epoch besides the packed values: per-sequence starts and lengths,
+        the windows (next_item) and one epoch's plan (the shuffled order, cuts and stored query positions)."""
+        rows = self.samples_per_epoch
+        order = 4 if rows < 2 ** 31 else 8
+        held = self._starts.nbytes + self._lengths.nbytes
+        if self._windows is not None:
+            return held + sum(a.nbytes for a in self._windows) + rows * order
+        cut = 2 if int(self._lengths.max()) < 2 ** 15 else 4
+        positions = self.query_slots * (2 if self.s.max_len < 2 ** 15 else 4) if self.query_slots > 1 else 0
+        return held + rows * (order + cut + positions)
+
     def _sequence(self, i: int) -> np.ndarray:
         start = int(self._starts[i])
         return self._values[start:start + int(self._lengths[i])]

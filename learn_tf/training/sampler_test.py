@@ -112,3 +112,11 @@ def test_batches_are_the_epoch_cut_into_pieces_and_packed_input_is_not_copied(mo
     assert len(batches) == -(-s.samples_per_epoch // 3) and all(len(b["history"]) <= 3 for b in batches)
     for k, v in whole.items():
         assert v.dtype == batches[0][k].dtype and np.array_equal(v, np.concatenate([b[k] for b in batches]))
+
+
+def test_memory_nbytes_counts_the_plan():
+    dense = SequenceSampler(SEQS, SamplerSettings(max_len=8, num_targets=1, num_query_positions=1, samples_per_user=5))
+    # 2 sequences x 5 rows x (int32 order + int16 cut), no stored positions, plus starts (int64) and lengths (int32).
+    assert dense.memory_nbytes == 10 * 6 + 2 * 12
+    nxt = SequenceSampler(SEQS, SamplerSettings(mode="next_item", max_len=8))
+    assert nxt.memory_nbytes == nxt.samples_per_epoch * (12 + 4) + 2 * 12
