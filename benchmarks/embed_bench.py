@@ -317,7 +317,18 @@ def throughput(a: argparse.Namespace) -> None:
             enc = encoder_mod.TextEmbedder(preset, pooling=a.pooling, max_tokens=a.max_tokens,
                                            jit_compile=a.jit_compile)
             t_load = time.perf_counter() - t0
-            vecs = enc.embed_texts(texts, batch_size=a.batch_size)
+            t_start, last = time.perf_counter(), [0.0]
+
+            def progress(done: int, total: int) -> None:
+                now = time.perf_counter()
+                if now - last[0] < 5.0 and done < total:
+                    return
+                last[0] = now
+                rate = done / max(now - t_start, 1e-9)
+                print(f"[plain loop] embedded {done:,}/{total:,} texts ({100 * done / total:.0f}%), "
+                      f"{rate:.1f} texts/s, ETA {(total - done) / rate:.0f} s", flush=True)
+
+            vecs = enc.embed_texts(texts, batch_size=a.batch_size, progress=progress)
             t_loop = time.perf_counter() - t0
             busy = meter.others()
             lfwds = rec.of("loop", "embed_ids")

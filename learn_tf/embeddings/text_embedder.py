@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -187,10 +187,24 @@ class TextEmbedder:
         self.padded_tokens += int(mask.size)
         return self._forward(tokens, mask).numpy().astype(np.float32)
 
-    def embed_texts(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """The plain loop: tokenize, batch as the Beam job does (`plan_batches`), embed; rows in input order."""
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 32,
+                    progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+        """The plain loop: tokenize, batch as the Beam job does (`plan_batches`), embed; rows in input order.
+
+        Args:
+          texts: N texts.
+          batch_size: rows per forward pass.
+          progress: called after each pass with (texts done, N).
+
+        Returns:
+          [N, dim] float32, unit-norm rows.
+        """
         ids, _ = self.tokenize(texts)
         out = np.zeros((len(ids), self.dim), np.float32)
+        done = 0
         for idx in plan_batches([len(r) for r in ids], batch_size, self.max_tokens):
             out[idx] = self.embed_ids([ids[i] for i in idx])
+            done += len(idx)
+            if progress is not None:
+                progress(done, len(ids))
         return out

@@ -93,3 +93,10 @@ def test_unreadable_model_path_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EmbedderLoadError, match="empty"):
         TextEmbedder(str(tmp_path / "empty"))
+
+
+def test_embed_texts_reports_progress(tiny_encoder_preset):
+    enc = TextEmbedder(tiny_encoder_preset, max_tokens=32)
+    seen = []
+    enc.embed_texts(TEXTS, batch_size=8, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (len(TEXTS), len(TEXTS)) and len(seen) == -(-len(TEXTS) // 8)
