@@ -20,6 +20,9 @@ The client sends PredictRequests serialised once (`--client prebuilt`, the defau
 machine's cores with the servers, spends little CPU; `--client helper` builds and decodes
 every request with `serving.client.predict`, as earlier runs did. `--server_args` passes more
 `python -m serving.server` flags to every server (e.g. TensorFlow's thread counts).
+After the rounds, a diagnostic pass at concurrency 1 sends `--requests / 2` requests to
+each server in turn, request by request, so every server idles equally long between its
+requests under the same machine load; the criterion stays the p50 of the rounds.
 
 Usage: python benchmarks/batching_bench.py [--items 1000000] [--requests 1000] [--rounds 2]
        [--models learn_retrieval_bf,learn_retrieval] [--variant num_batch_threads=1] [--base DIR]
@@ -189,10 +192,27 @@ def main() -> None:
                 per["variant_throughput_ratio_c32"] = per["c32"][names[args.variant]]["qps"] / per["c32"]["off"]["qps"]
                 per["variant_added_p50_ms_c1"] = per["c1"][names[args.variant]]["p50_ms"] - per["c1"]["off"]["p50_ms"]
             per["added_p50_ms_c1"] = per["c1"]["on"]["p50_ms"] - per["c1"]["off"]["p50_ms"]
+            # Diagnostic: concurrency 1 with the servers taking turns request by request, so every server
+            # idles as long between its requests and sees the same machine load (the criterion stays above).
+            lat: dict[Any, list[float]] = {b: [] for b in servers}
+            failed = 0
+            for i in range(args.requests // 2):
+                for b in servers:
+                    t = time.perf_counter()
+                    try:
+                        call(i, b)
+                    except Exception:  # counted and reported, never silent
+                        failed += 1
+                        continue
+                    lat[b].append(time.perf_counter() - t)
+            p50 = {names[b]: float(np.percentile(v, 50) * 1e3) if v else float("nan") for b, v in lat.items()}
+            per["c1_interleaved_p50_ms"] = p50
+            per["c1_interleaved_errors"] = failed
+            per["added_p50_ms_c1_interleaved"] = p50["on"] - p50["off"]
             results["models"][model] = per
             print(f"[batching_bench] {model}: c=32 throughput on/off {per['throughput_ratio_c32']:.2f}x, c=1 p50 "
-                  f"added {per['added_p50_ms_c1']:.2f} ms (batch timeout {params.batch_timeout_micros / 1000:.1f} ms)",
-                  flush=True)
+                  f"added {per['added_p50_ms_c1']:.2f} ms (batch timeout {params.batch_timeout_micros / 1000:.1f} ms; "
+                  f"servers taking turns: {per['added_p50_ms_c1_interleaved']:.2f} ms)", flush=True)
         results["uptime_after"] = _uptime()
         print(f"[batching_bench] {results['uptime_after']}")
         print(_table(results, params.batch_timeout_micros / 1000))
@@ -219,6 +239,10 @@ def _table(results: dict[str, Any], timeout_ms: float) -> str:
         lines.append(f"- {model}: throughput with / without batching at concurrency 32 = "
                      f"**{per['throughput_ratio_c32']:.2f}x**; p50 added at concurrency 1 = "
                      f"**{per['added_p50_ms_c1']:.2f} ms** (bound: batch timeout {timeout_ms:.1f} ms + 1 ms)")
+        inter = per["c1_interleaved_p50_ms"]
+        lines.append(f"- {model}, concurrency 1 with the servers taking turns request by request (diagnostic): "
+                     f"p50 " + ", ".join(f"{b} {v:.2f} ms" for b, v in inter.items())
+                     + f"; added {per['added_p50_ms_c1_interleaved']:.2f} ms; errors {per['c1_interleaved_errors']}")
         if "variant_throughput_ratio_c32" in per:
             lines.append(f"- {model}, variant: throughput ratio at concurrency 32 = "
                          f"{per['variant_throughput_ratio_c32']:.2f}x; p50 added at concurrency 1 = "
