@@ -365,11 +365,10 @@ class BatchScheduler:
     def _run_batch(self, batch: _Batch) -> None:
         """Runs a picked batch (its driver holds a run slot), completes every task, frees the slot."""
         tasks = batch.tasks
+        retried = False
         try:
-            self.stats["batches"] += 1
-            self.stats["tasks"] += len(tasks)
-            self.stats["rows"] += batch.size
-            self._compute(batch.queue.run, tasks, batch.size)
+            if tasks:
+                retried = self._compute(batch.queue.run, tasks, batch.size)
         except BaseException as e:  # noqa: BLE001 - every task must be completed, whatever happens
             _log.exception("batch of %d task(s) failed unexpectedly", len(tasks))
             for t in tasks:
@@ -377,6 +376,10 @@ class BatchScheduler:
                     t.error = e
         finally:
             with self._lock:
+                self.stats["batches"] += 1
+                self.stats["tasks"] += len(tasks)
+                self.stats["rows"] += batch.size
+                self.stats["split_retries"] += int(retried)
                 for t in tasks:
                     t.done = True
                 batch.finished.notify_all()
@@ -387,10 +390,12 @@ class BatchScheduler:
                 if t.future is not None:
                     _complete(t)
 
-    def _compute(self, run: RunFn, tasks: list[_Task], size: int) -> None:
+    @staticmethod
+    def _compute(run: RunFn, tasks: list[_Task], size: int) -> bool:
+        """Sets every task's outputs or error; True when a failed merged batch was re-run task by task."""
         if len(tasks) == 1:  # alone: its own inputs and outputs, nothing merged or split
             _run_alone(run, tasks[0])
-            return
+            return False
         names = list(tasks[0].inputs)
         try:
             merged = {n: np.concatenate([t.inputs[n] for t in tasks], axis=0) for n in names}
@@ -399,14 +404,14 @@ class BatchScheduler:
             if bad:
                 raise RequestError(grpc.StatusCode.INTERNAL, f"outputs {bad} are not batched along dimension 0")
         except Exception:  # noqa: BLE001 - re-run one by one: each request gets its own result or error
-            self.stats["split_retries"] += 1
             for t in tasks:
                 _run_alone(run, t)
-            return
+            return True
         start = 0
         for t in tasks:  # views of the batch's outputs, no copies
             t.outputs = {n: v[start:start + t.size] for n, v in outputs.items()}
             start += t.size
+        return False
 
 
 def _run_alone(run: RunFn, task: _Task) -> None:
