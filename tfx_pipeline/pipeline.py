@@ -133,6 +133,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"], data_report=data_gate.outputs["report"], model=e.model,
         template=e.template, pooling=e.pooling, max_tokens=e.max_tokens, batch_size=e.batch_size,
         postprocess=e.postprocess, whiten_dim=e.whiten_dim, num_shards=e.num_shards,
+        fast_tokenizer=e.fast_tokenizer, jit_compile=e.jit_compile,
         cache_dir=embedding_cache_dir or layout.embedding_cache).with_id("ItemEmbeddingGen")
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],

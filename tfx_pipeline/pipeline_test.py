@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib.util
+import inspect
 import json
 import os
 
@@ -9,9 +10,11 @@ import pytest
 from tfx.types import standard_artifacts
 
 import learn_tf  # noqa: F401
+from beam.embed_pipeline import run_embedding_job
 from learn_tf.config import load_config
 import tfx_pipeline.trainer_module
 from tfx_pipeline.components import ServingPusherExecutor, Split, push_models, serving_pusher
+from tfx_pipeline.components.item_embedding_gen import embedding_job_args
 from tfx_pipeline.kubeflow_v2_runner import PIPELINE_FILE, compile_vertex_pipeline, dataflow_beam_args
 from tfx_pipeline.metadata import connection_config
 from tfx_pipeline.pipeline import COMPONENT_IDS, create_pipeline, pipeline_name, resolve_schema_path
@@ -75,6 +78,26 @@ def test_each_component_gets_only_its_config_sections(tiny_config_factory, tmp_p
     resplit = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, seed=7))
     changed = _exec_properties(resplit, tmp_path)
     assert changed["SplitGen"] != before["SplitGen"] and changed["Trainer"] == before["Trainer"]
+
+
+def test_embedding_speed_settings_reach_the_embedding_job(tiny_config_factory, tmp_path):
+    """embedding.fast_tokenizer / jit_compile are ItemEmbeddingGen properties and reach run_embedding_job."""
+    cfg = load_config(tiny_config_factory())
+    before = _exec_properties(cfg, tmp_path)["ItemEmbeddingGen"]
+    args = embedding_job_args(before)
+    assert (args["fast_tokenizer"], args["jit_compile"]) == (cfg.embedding.fast_tokenizer, cfg.embedding.jit_compile)
+    edited = dataclasses.replace(cfg, embedding=dataclasses.replace(
+        cfg.embedding, fast_tokenizer=not cfg.embedding.fast_tokenizer, jit_compile=not cfg.embedding.jit_compile))
+    after = _exec_properties(edited, tmp_path)["ItemEmbeddingGen"]
+    assert after != before
+    args = embedding_job_args(after)
+    assert args["fast_tokenizer"] is (not cfg.embedding.fast_tokenizer)
+    assert args["jit_compile"] is (not cfg.embedding.jit_compile)
+    # Every key of the job's settings comes from the embedding section (none left at the job's default).
+    params = inspect.signature(run_embedding_job).parameters
+    assert set(args) <= set(params)
+    assert {"fast_tokenizer", "jit_compile", "model", "template", "pooling", "max_tokens", "batch_size",
+            "postprocess_method", "whiten_dim", "num_shards"} == set(args)
 
 
 def test_curated_schema_uses_import_schema_gen(tiny_config_factory, tmp_path):

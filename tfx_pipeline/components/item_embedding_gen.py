@@ -30,6 +30,8 @@ class ItemEmbeddingGenSpec(ComponentSpec):
         "postprocess": ExecutionParameter(type=str),
         "whiten_dim": ExecutionParameter(type=int, optional=True),
         "num_shards": ExecutionParameter(type=int),
+        "fast_tokenizer": ExecutionParameter(type=int),  # bool as 0/1
+        "jit_compile": ExecutionParameter(type=int),  # bool as 0/1
         "cache_dir": ExecutionParameter(type=str),
     }
     INPUTS = {
@@ -39,6 +41,16 @@ class ItemEmbeddingGenSpec(ComponentSpec):
     OUTPUTS = {
         "embeddings": ChannelParameter(type=ItemEmbeddings),
     }
+
+
+def embedding_job_args(exec_properties: dict[str, Any]) -> dict[str, Any]:
+    """The `run_embedding_job` keyword settings of ItemEmbeddingGen's execution properties (the `embedding` section)."""
+    p = exec_properties
+    return {"model": p["model"], "template": p["template"], "pooling": p["pooling"],
+            "max_tokens": int(p["max_tokens"]), "batch_size": int(p["batch_size"]),
+            "postprocess_method": p["postprocess"], "whiten_dim": p.get("whiten_dim"),
+            "num_shards": int(p["num_shards"]), "fast_tokenizer": bool(int(p.get("fast_tokenizer", 1))),
+            "jit_compile": bool(int(p.get("jit_compile", 0)))}
 
 
 class ItemEmbeddingGenExecutor(base_beam_executor.BaseBeamExecutor):
@@ -54,11 +66,8 @@ class ItemEmbeddingGenExecutor(base_beam_executor.BaseBeamExecutor):
         io.write_parquet(items.sort_values("item_id", kind="mergesort").reset_index(drop=True), items_path)
         cache_dir = exec_properties["cache_dir"]
         io.makedirs(cache_dir)
-        p = exec_properties
         result = run_embedding_job(
-            items_path, cache_dir, model=p["model"], template=p["template"], pooling=p["pooling"],
-            max_tokens=int(p["max_tokens"]), batch_size=int(p["batch_size"]), postprocess_method=p["postprocess"],
-            whiten_dim=p.get("whiten_dim"), num_shards=int(p["num_shards"]),
+            items_path, cache_dir, **embedding_job_args(exec_properties),
             beam_args=list(self._beam_pipeline_args) or ["--direct_running_mode=in_memory"])
         m = result.manifest
         # Snapshot the published files: the cache directory moves on, the artifact must not.
@@ -82,9 +91,11 @@ class ItemEmbeddingGen(base_beam_component.BaseBeamComponent):
 
     def __init__(self, examples: types.BaseChannel, data_report: types.BaseChannel, model: str, template: str,
                  cache_dir: str, pooling: str = "mean", max_tokens: int = 128, batch_size: int = 32,
-                 postprocess: str = "center", whiten_dim: Optional[int] = None, num_shards: int = 2) -> None:
+                 postprocess: str = "center", whiten_dim: Optional[int] = None, num_shards: int = 2,
+                 fast_tokenizer: bool = True, jit_compile: bool = False) -> None:
         """Args: ExampleGen examples (items split), the DataGate report (ordering), embedding settings."""
         super().__init__(spec=ItemEmbeddingGenSpec(
             examples=examples, data_report=data_report, model=model, template=template, pooling=pooling,
             max_tokens=max_tokens, batch_size=batch_size, postprocess=postprocess, whiten_dim=whiten_dim,
-            num_shards=num_shards, cache_dir=cache_dir, embeddings=types.Channel(type=ItemEmbeddings)))
+            num_shards=num_shards, fast_tokenizer=int(bool(fast_tokenizer)), jit_compile=int(bool(jit_compile)),
+            cache_dir=cache_dir, embeddings=types.Channel(type=ItemEmbeddings)))
