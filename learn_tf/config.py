@@ -278,8 +278,9 @@ class PipelineConfig:
     # Blessing: the model must reach this test NDCG@10 (masked) and, when set, beat content-kNN.
     min_ndcg_at_10: float = 0.0
     must_beat_content_knn: bool = False
-    # Which model kind the pipeline trains and pushes.
-    model_kind: Literal["learn", "learn_c", "sasrec"] = "learn"
+    # Which model kind the pipeline trains and pushes ("cllm4rec": the `cllm4rec` section's model,
+    # trained as `learn train --model cllm4rec` does, exported with serving/cllm4rec_export.py).
+    model_kind: Literal["learn", "learn_c", "sasrec", "cllm4rec"] = "learn"
     # Vertex AI Pipelines + Dataflow (kubeflow_v2_runner); compiled, never submitted by tests.
     gcp_project: Optional[str] = None
     gcp_region: str = "us-central1"

@@ -30,6 +30,7 @@ import tensorflow as tf
 from learn_tf.cllm4rec import store
 from learn_tf.cllm4rec.documents import DocumentBuilder
 from learn_tf.cllm4rec.model import CLLM4Rec
+from learn_tf.utils import io
 from serving.layout import next_version, save_version, write_models_config
 
 MODEL = "cllm4rec_retrieval"
@@ -130,7 +131,7 @@ def export_cllm4rec(model_dir: str, base: str, max_k: int = 200, max_history: in
     module = CLLM4RecModule(model, builder, meta["item_ids"], meta["user_ids"], max_k, max_history)
     path = save_version(module, {"serving_default": module.retrieve}, base, MODEL, version,
                         warmup_requests(meta["item_ids"], meta["user_ids"], warmup))
-    models = sorted(n for n in os.listdir(base) if os.path.isdir(os.path.join(base, n)) and not n.startswith("."))
+    models = sorted(n for n in io.listdir(base) if io.isdir(os.path.join(base, n)) and not n.startswith("."))
     write_models_config(base, models)
     return {"path": path, "version": version}
 

@@ -10,6 +10,7 @@ import pandas as pd
 import tensorflow as tf
 from tfx.utils import path_utils
 
+from learn_tf.cllm4rec import store as cllm4rec_store
 from learn_tf.data import schema
 from learn_tf.utils import io
 
@@ -19,11 +20,22 @@ ITEMS_FILE = "items.parquet"  # inside an ItemEmbeddings artifact: the catalogue
 EMBEDDINGS_SUBDIR = "embeddings"  # inside an ItemEmbeddings artifact: the published embedding files
 # Inside a Trainer Model artifact's serving model dir (TFX's `Format-Serving`):
 TOWERS_SUBDIR = "towers"  # the trained towers (`learn_tf.training.jobs.save_towers`)
+CLLM4REC_SUBDIR = "cllm4rec"  # or a trained CLLM4Rec (`learn_tf.cllm4rec.store`, as `learn train --model cllm4rec`)
 
 
 def trained_towers_dir(model_uri: str) -> str:
     """Where the Trainer saved the towers inside a Model artifact."""
     return os.path.join(path_utils.serving_model_dir(model_uri), TOWERS_SUBDIR)
+
+
+def trained_cllm4rec_dir(model_uri: str) -> str:
+    """Where the Trainer saved a CLLM4Rec (pipeline.model_kind "cllm4rec") inside a Model artifact."""
+    return os.path.join(path_utils.serving_model_dir(model_uri), CLLM4REC_SUBDIR)
+
+
+def holds_cllm4rec(model_uri: str) -> bool:
+    """Whether a Model artifact holds a trained CLLM4Rec (else the towers)."""
+    return io.exists(os.path.join(trained_cllm4rec_dir(model_uri), cllm4rec_store.META_FILE))
 
 
 def write_text(path: str, text: str) -> None:

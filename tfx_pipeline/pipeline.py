@@ -11,7 +11,8 @@
                                                                       -> ServingPusher (export + push)
 
 Each component receives only the config sections it reads (embedding ->
-ItemEmbeddingGen, split -> SplitGen and SequenceGen, model + train -> Trainer, serving ->
+ItemEmbeddingGen, split -> SplitGen and SequenceGen, model + train -> Trainer (cllm4rec + the item-text
+template when `pipeline.model_kind` is "cllm4rec"), serving ->
 Pusher, a few pipeline values -> DataGate / Evaluator), so editing one section
 re-runs only the components that use it. The runners (`local_runner.py`,
 `kubeflow_v2_runner.py`) supply the metadata connection and Beam options;
@@ -146,7 +147,7 @@ def create_pipeline(
         examples=transform.outputs["transformed_examples"], transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"], item_embeddings=embedding_gen.outputs["embeddings"],
         split=split_gen.outputs["split"], sequences=sequence_gen.outputs["sequences"], run_fn=RUN_FN,
-        model=cfg.model, train=cfg.train, model_kind=p.model_kind,
+        model=cfg.model, train=cfg.train, model_kind=p.model_kind, cllm4rec=cfg.cllm4rec, template=e.template,
         train_args=tfx.proto.TrainArgs(splits=[data_io.INTERACTIONS_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[data_io.INTERACTIONS_SPLIT]),
         vertex_training=trainer_vertex_training).with_id("Trainer")

@@ -15,6 +15,7 @@ from learn_tf.config import load_config
 import tfx_pipeline.trainer_module
 from tfx_pipeline.components import ServingPusherExecutor, Split, push_models, serving_pusher
 from tfx_pipeline.components.item_embedding_gen import embedding_job_args
+from tfx_pipeline.components.trainer import read_custom_config
 from tfx_pipeline.kubeflow_v2_runner import PIPELINE_FILE, compile_vertex_pipeline, dataflow_beam_args
 from tfx_pipeline.metadata import connection_config
 from tfx_pipeline.pipeline import COMPONENT_IDS, create_pipeline, pipeline_name, resolve_schema_path
@@ -98,6 +99,25 @@ def test_embedding_speed_settings_reach_the_embedding_job(tiny_config_factory, t
     assert set(args) <= set(params)
     assert {"fast_tokenizer", "jit_compile", "model", "template", "pooling", "max_tokens", "batch_size",
             "postprocess_method", "whiten_dim", "num_shards"} == set(args)
+
+
+def test_cllm4rec_model_kind_gives_the_trainer_only_its_section(tiny_config_factory, tmp_path):
+    """pipeline.model_kind cllm4rec: the Trainer gets the cllm4rec section and the item-text template only."""
+    cfg = load_config(tiny_config_factory(pipeline={"model_kind": "cllm4rec"}))
+    before = _exec_properties(cfg, tmp_path)
+    custom = json.loads(before["Trainer"]["custom_config"])
+    assert custom["model_kind"] == "cllm4rec" and set(custom["config"]) == {"cllm4rec", "template"}
+    assert custom["config"]["cllm4rec"] == dataclasses.asdict(cfg.cllm4rec)
+    assert read_custom_config(custom).cllm4rec == cfg.cllm4rec
+    assert before["Evaluator"]["model_name"] == "cllm4rec"
+    retrain = dataclasses.replace(cfg, cllm4rec=dataclasses.replace(cfg.cllm4rec, finetune_epochs=2))
+    assert _exec_properties(retrain, tmp_path)["Trainer"] != before["Trainer"]
+    towers_only = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3))
+    assert _exec_properties(towers_only, tmp_path)["Trainer"] == before["Trainer"]
+    # The LEARN Trainer does not see the cllm4rec section.
+    learn = load_config(tiny_config_factory())
+    edited = dataclasses.replace(learn, cllm4rec=dataclasses.replace(learn.cllm4rec, finetune_epochs=2))
+    assert _exec_properties(edited, tmp_path)["Trainer"] == _exec_properties(learn, tmp_path)["Trainer"]
 
 
 def test_curated_schema_uses_import_schema_gen(tiny_config_factory, tmp_path):

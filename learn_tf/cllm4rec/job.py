@@ -70,6 +70,20 @@ def training_data(builder: DocumentBuilder, item_ids: list[str], user_ids: list[
     return TrainData(collaborative=collab, content=content, histories=histories)
 
 
+def curve_cases(validation: pd.DataFrame, users: int) -> Optional[pd.DataFrame]:
+    """The validation cases of the first `users` users (sorted ids) scored for the learning curve; None if 0."""
+    if users <= 0:
+        return None
+    keep = sorted(validation["user_id"].unique())[:users]
+    return validation[validation["user_id"].isin(keep)].reset_index(drop=True)
+
+
+def case_scorer(model: CLLM4Rec, builder: DocumentBuilder, meta: dict[str, Any], cases: pd.DataFrame,
+                batch_size: int = 32) -> Any:
+    """The shared evaluator's score function of a saved CLLM4Rec on `cases` (each history keyed to its user)."""
+    return CLLM4RecScorer(model, builder, meta["item_ids"], meta["user_ids"], batch_size).for_cases(cases).score
+
+
 def curve_callback(scorer: CLLM4RecScorer, cases: pd.DataFrame, item_ids: list[str]):  # noqa: ANN201
     """After each epoch: validation NDCG@10 / Recall@10 (masked, unmasked) on `cases` (the learning curve)."""
     def on_epoch(_: dict[str, Any]) -> dict[str, Any]:
@@ -140,11 +154,8 @@ def train_cllm4rec_job(cfg: Config, models_dir: Optional[str] = None, log: Any =
     layout = cfg.layout()
     items, interactions = read_ingested(layout.data)
     splits = read_splits(layout.split)
-    curve = None
-    if cfg.cllm4rec.curve_users > 0:
-        val = splits.cases("validation")
-        val = val[val["user_id"].isin(sorted(val["user_id"].unique())[: cfg.cllm4rec.curve_users])]
-        curve = add_earlier_items(val.reset_index(drop=True), interactions)
+    val = curve_cases(splits.cases("validation"), cfg.cllm4rec.curve_users)
+    curve = add_earlier_items(val, interactions) if val is not None else None
     out = os.path.join(models_dir or layout.models, MODEL_NAME)
     log(f"[learn train] cllm4rec -> {out}")
     return train_cllm4rec(cfg.cllm4rec, items, splits.train, cfg.embedding.template, out, curve, log=log)[2]
@@ -184,9 +195,9 @@ def evaluate_cllm4rec(model: CLLM4Rec, builder: DocumentBuilder, meta: dict[str,
                       train: pd.DataFrame, batch_size: int = 32) -> dict[str, Any]:
     """CLLM4Rec and Popularity through the shared evaluator (both protocols, every segment)."""
     item_ids = np.asarray(meta["item_ids"])
-    scorer = CLLM4RecScorer(model, builder, meta["item_ids"], meta["user_ids"], batch_size).for_cases(cases)
     popularity = PopularityBaseline.from_interactions(item_ids, train["item_id"])
-    return evaluate_models({MODEL_NAME: scorer.score, "popularity": popularity.score}, cases, item_ids)
+    return evaluate_models({MODEL_NAME: case_scorer(model, builder, meta, cases, batch_size),
+                            "popularity": popularity.score}, cases, item_ids)
 
 
 def evaluate_cllm4rec_job(cfg: Config, models_dir: Optional[str] = None, results_dir: Optional[str] = None,

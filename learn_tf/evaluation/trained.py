@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,9 @@ def evaluate_trained(trained: Mapping[str, tuple[tf.keras.Model, Catalogue, dict
 
 def evaluate_cases(trained: Mapping[str, tuple[tf.keras.Model, Catalogue, dict[str, Any]]], catalogue: Catalogue,
                    content: np.ndarray, cases: pd.DataFrame, train_counts: Optional[np.ndarray],
-                   split: str = "test", baselines: Sequence[str] = BASELINES) -> dict[str, Any]:
+                   split: str = "test", baselines: Sequence[str] = BASELINES,
+                   scorers: Optional[Mapping[str, tuple[Callable[[list[list[str]]], np.ndarray],
+                                                        Sequence[str]]]] = None) -> dict[str, Any]:
     """`evaluate_trained` on prepared inputs: cases with `earlier_items` and the training counts per item.
 
     The pipeline's Evaluator feeds it from the Split's cases and SequenceGen's
@@ -61,28 +63,34 @@ def evaluate_cases(trained: Mapping[str, tuple[tf.keras.Model, Catalogue, dict[s
       cases: one split's evaluation cases with their `earlier_items` column.
       train_counts: [N] training interactions per catalogue item (the popularity
         baseline; None when it is not asked for).
+      scorers: other trained models as {name: (score_fn, their catalogue item ids)}, e.g. CLLM4Rec's
+        (`learn_tf.cllm4rec.job.case_scorer`); scored after the towers, before the baselines.
 
     Raises:
       ValueError: as `evaluate_trained`, or the popularity baseline without `train_counts`.
     """
-    scorers: dict[str, Any] = {}
+    fns: dict[str, Any] = {}
     max_lens = []
     for name, (towers, model_catalogue, meta) in trained.items():
         if list(model_catalogue.item_ids) != list(catalogue.item_ids):
             raise ValueError(f"model {name} was trained on a different catalogue; retrain it")
-        scorers[name] = TowerScorer(towers, catalogue, int(meta["max_len"])).score
+        fns[name] = TowerScorer(towers, catalogue, int(meta["max_len"])).score
         max_lens.append(int(meta["max_len"]))
+    for name, (score, model_item_ids) in (scorers or {}).items():
+        if list(map(str, model_item_ids)) != list(catalogue.item_ids):
+            raise ValueError(f"model {name} was trained on a different catalogue; retrain it")
+        fns[name] = score
     for baseline in baselines:
         if baseline == "content_knn":
-            scorers[baseline] = ContentKNNBaseline(catalogue.item_ids, content).score
+            fns[baseline] = ContentKNNBaseline(catalogue.item_ids, content).score
         elif baseline == "popularity":
             if train_counts is None:
                 raise ValueError("the popularity baseline needs the training counts per item (train_counts)")
-            scorers[baseline] = PopularityBaseline(catalogue.item_ids, train_counts).score
+            fns[baseline] = PopularityBaseline(catalogue.item_ids, train_counts).score
         else:
             raise ValueError(f"unknown baseline {baseline!r}; choose from {', '.join(BASELINES)}")
     if max_lens:  # fail before scoring, naming the case row and user
         check_cases(catalogue, cases, max(max_lens))
-    results = evaluate_models(scorers, cases, catalogue.item_ids)
+    results = evaluate_models(fns, cases, catalogue.item_ids)
     results["split"] = split
     return results

@@ -1,4 +1,5 @@
-"""RetrievalEvaluator: full-catalogue Recall/NDCG/MRR of the trained towers and content-kNN, and the blessing."""
+"""RetrievalEvaluator: full-catalogue Recall/NDCG/MRR of the trained model (towers or CLLM4Rec) and content-kNN,
+and the blessing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from learn_tf.cllm4rec import store as cllm4rec_store
+from learn_tf.cllm4rec.job import case_scorer
 from learn_tf.evaluation.report import format_table, write_report
 from learn_tf.evaluation.trained import evaluate_cases
 from learn_tf.training.jobs import load_towers
@@ -49,7 +52,8 @@ class RetrievalEvaluatorSpec(ComponentSpec):
 
 class RetrievalEvaluatorExecutor(base_executor.BaseExecutor):
     """Scores with `learn_tf.evaluation.trained.evaluate_cases` (the core of `learn evaluate`'s `evaluate_trained`,
-    fed from the Split and SequenceGen's shards); blesses or not."""
+    fed from the Split and SequenceGen's shards; a CLLM4Rec model through `learn_tf.cllm4rec.job.case_scorer`,
+    as `learn evaluate --model cllm4rec`); blesses or not."""
 
     def Do(self, input_dict: dict[str, list[Artifact]], output_dict: dict[str, list[Artifact]],
            exec_properties: dict[str, Any]) -> None:
@@ -65,10 +69,17 @@ class RetrievalEvaluatorExecutor(base_executor.BaseExecutor):
                                   sequences="popularity" in BASELINES)
         counts = (np.bincount(data["sequences"].values, minlength=len(data["catalogue"]) + 1)[1:]
                   if data["sequences"] is not None else None)
-        with io.local_copy(data_io.trained_towers_dir(model_uri)) as towers_dir:  # load_towers reads local files
-            trained = {name: load_towers(towers_dir, embedding_manifest=data["embedding_manifest"])}
-        results = evaluate_cases(trained, data["catalogue"], data["content"], data["cases"], counts, split,
-                                 baselines=BASELINES)
+        if data_io.holds_cllm4rec(model_uri):  # pipeline.model_kind "cllm4rec": the LLM scores each case's prompt
+            with io.local_copy(data_io.trained_cllm4rec_dir(model_uri)) as model_dir:  # store.load reads local files
+                model, builder, meta = cllm4rec_store.load(model_dir)
+            scorers = {name: (case_scorer(model, builder, meta, data["cases"]), meta["item_ids"])}
+            results = evaluate_cases({}, data["catalogue"], data["content"], data["cases"], counts, split,
+                                     baselines=BASELINES, scorers=scorers)
+        else:
+            with io.local_copy(data_io.trained_towers_dir(model_uri)) as towers_dir:  # load_towers: local files
+                trained = {name: load_towers(towers_dir, embedding_manifest=data["embedding_manifest"])}
+            results = evaluate_cases(trained, data["catalogue"], data["content"], data["cases"], counts, split,
+                                     baselines=BASELINES)
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         with io.staged_dir(evaluation.uri) as report_dir:  # write_report writes local files; uploaded if a URI
             write_report(results, report_dir, plots=False)

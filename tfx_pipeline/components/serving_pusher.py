@@ -1,4 +1,5 @@
-"""ServingPusher: exports the blessed towers (serving.export) and pushes every SavedModel to the TF Serving base."""
+"""ServingPusher: exports the blessed model (towers: serving.export; CLLM4Rec: serving.cllm4rec_export) and pushes
+every SavedModel to the TF Serving base."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from learn_tf.config import ServingConfig
 from learn_tf.data.splits import read_splits
 from learn_tf.utils import io
+from serving.cllm4rec_export import export_cllm4rec
 from serving.export import export_trained
 from serving.layout import SAVED_MODEL_FILE, next_version, write_models_config
 from tfx_pipeline import data_io, sections
@@ -53,6 +55,19 @@ def export_models(towers_dir: str, split_uri: str, transform_output: str, settin
     """
     return export_trained(towers_dir, out_dir, settings, read_splits(split_uri).train, version=1,
                           transform_output=transform_output)
+
+
+def export_cllm4rec_model(model_dir: str, split_uri: str, settings: ServingConfig, out_dir: str) -> dict[str, Any]:
+    """Exports a trained CLLM4Rec as `<out_dir>/cllm4rec_retrieval/1/` with `serving.cllm4rec_export`.
+
+    The serving prompt keeps the last `split.history_max_len` known items (the
+    evaluation cases' history length, from the Split's manifest); `max_k` and
+    the warmup requests come from the `serving` section.
+    """
+    max_history = int(read_splits(split_uri).summary["config"]["history_max_len"])
+    with io.local_copy(model_dir) as local:  # store.load reads local files
+        return export_cllm4rec(local, out_dir, max_k=settings.max_k, max_history=max_history, version=1,
+                               warmup=settings.warmup_requests)
 
 
 def exported_models(export_dir: str) -> dict[str, str]:
@@ -111,7 +126,8 @@ def push_models(export_dir: str, model_base: str) -> tuple[int, dict[str, str]]:
 
 
 class ServingPusherExecutor(base_executor.BaseExecutor):
-    """Exports and pushes blessed models to the TF Serving model base; records `pushed` = 0 otherwise."""
+    """Exports and pushes blessed models (towers or CLLM4Rec) to the TF Serving model base; records `pushed` = 0
+    otherwise."""
 
     def Do(self, input_dict: dict[str, list[Artifact]], output_dict: dict[str, list[Artifact]],
            exec_properties: dict[str, Any]) -> None:
@@ -126,11 +142,13 @@ class ServingPusherExecutor(base_executor.BaseExecutor):
                   "nothing pushed")
             return
         export_dir = os.path.join(pushed.uri, EXPORT_SUBDIR)
-        export_models(data_io.trained_towers_dir(model_uri),
-                                 artifact_utils.get_single_uri(input_dict["split"]),
-                                 artifact_utils.get_single_uri(input_dict["transform_graph"]),
-                                 sections.section_from_json(ServingConfig, exec_properties["serving_config"]),
-                                 export_dir)
+        split_uri = artifact_utils.get_single_uri(input_dict["split"])
+        settings = sections.section_from_json(ServingConfig, exec_properties["serving_config"])
+        if data_io.holds_cllm4rec(model_uri):  # pipeline.model_kind "cllm4rec": history -> top-k, LLM per request
+            export_cllm4rec_model(data_io.trained_cllm4rec_dir(model_uri), split_uri, settings, export_dir)
+        else:
+            export_models(data_io.trained_towers_dir(model_uri), split_uri,
+                          artifact_utils.get_single_uri(input_dict["transform_graph"]), settings, export_dir)
         version, paths = push_models(export_dir, base)
         data_io.write_text(os.path.join(pushed.uri, "pushed.json"), json.dumps(
             {"version": version, "model_base": base, "models": paths}, indent=2))

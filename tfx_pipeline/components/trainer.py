@@ -2,7 +2,9 @@
 the UserSequences it streams its training input from.
 
 Its `custom_config` carries only what training reads: the `model` and
-`train` config sections (as plain data under "config") and the model kind.
+`train` config sections (as plain data under "config") and the model kind;
+for the model kind "cllm4rec", the `cllm4rec` section and the item-text
+template (`embedding.template`) instead.
 The executor adds the URIs of the embeddings, the split and the sequences to the FnArgs,
 which are not execution properties and so never affect the cache.
 
@@ -27,32 +29,51 @@ from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec
 from tfx.utils import json_utils
 
-from learn_tf.config import ModelConfig, TrainConfig
+from learn_tf.config import CLLM4RecConfig, ModelConfig, TrainConfig
 from tfx_pipeline import sections
 from tfx_pipeline.components.artifacts import ItemEmbeddings, Split, UserSequences
 
 
+CLLM4REC_KIND = "cllm4rec"  # pipeline.model_kind that trains CLLM4Rec (learn_tf.cllm4rec) instead of towers
+
+
 @dataclass(frozen=True)
 class TrainerSections:
-    """The config sections the Trainer receives (the model and train sections `learn_tf.training.jobs` builds from)."""
+    """The config sections the Trainer receives: the model and train sections `learn_tf.training.jobs` builds
+    towers from, or, for CLLM4Rec, the `cllm4rec` section and the item-text template."""
 
-    model: ModelConfig
-    train: TrainConfig
     model_kind: str
+    model: Optional[ModelConfig] = None
+    train: Optional[TrainConfig] = None
+    cllm4rec: Optional[CLLM4RecConfig] = None
+    template: Optional[str] = None
 
 
-def trainer_custom_config(model: ModelConfig, train: TrainConfig, model_kind: str) -> dict[str, Any]:
-    """The Trainer's custom_config: {"config": {"model", "train"} as plain data, "model_kind"}."""
+def trainer_custom_config(model: ModelConfig, train: TrainConfig, model_kind: str,
+                          cllm4rec: Optional[CLLM4RecConfig] = None, template: Optional[str] = None) -> dict[str, Any]:
+    """The Trainer's custom_config: {"config": {"model", "train"} as plain data, "model_kind"};
+    for CLLM4Rec {"config": {"cllm4rec", "template"}, "model_kind"} (only what it trains with).
+
+    Raises:
+      ValueError: model kind "cllm4rec" without the `cllm4rec` section or the template.
+    """
+    if model_kind == CLLM4REC_KIND:
+        if cllm4rec is None or template is None:
+            raise ValueError("model kind 'cllm4rec' needs the cllm4rec section and embedding.template")
+        return {"config": {"cllm4rec": sections.section_dict(cllm4rec), "template": template},
+                "model_kind": model_kind}
     return {"config": {"model": sections.section_dict(model), "train": sections.section_dict(train)},
             "model_kind": model_kind}
 
 
 def read_custom_config(custom_config: dict[str, Any]) -> TrainerSections:
     """The sections `trainer_custom_config` packed (what `run_fn` trains with)."""
-    c = custom_config["config"]
-    return TrainerSections(model=sections.section_from_dict(ModelConfig, c["model"]),
-                           train=sections.section_from_dict(TrainConfig, c["train"]),
-                           model_kind=custom_config["model_kind"])
+    c, kind = custom_config["config"], custom_config["model_kind"]
+    if kind == CLLM4REC_KIND:
+        return TrainerSections(model_kind=kind, cllm4rec=sections.section_from_dict(CLLM4RecConfig, c["cllm4rec"]),
+                               template=c["template"])
+    return TrainerSections(model_kind=kind, model=sections.section_from_dict(ModelConfig, c["model"]),
+                           train=sections.section_from_dict(TrainConfig, c["train"]))
 
 
 class LearnTrainerSpec(ComponentSpec):
@@ -116,11 +137,12 @@ class LearnTrainer(base_component.BaseComponent):
                  item_embeddings: types.BaseChannel, split: types.BaseChannel, sequences: types.BaseChannel,
                  run_fn: str, model: ModelConfig,
                  train: TrainConfig, model_kind: str, train_args: Any, eval_args: Any,
-                 vertex_training: Optional[dict[str, Any]] = None) -> None:
+                 vertex_training: Optional[dict[str, Any]] = None, cllm4rec: Optional[CLLM4RecConfig] = None,
+                 template: Optional[str] = None) -> None:
         """Args as TFX's Trainer (`run_fn` a module path), plus `item_embeddings`, `split`, `sequences` (SequenceGen)
-        and the two sections;
+        and the two sections (for model kind "cllm4rec": the `cllm4rec` section and `embedding.template`);
         `vertex_training` (`vertex_training_config`) runs it as a Vertex AI Training job."""
-        custom_config = trainer_custom_config(model, train, model_kind)
+        custom_config = trainer_custom_config(model, train, model_kind, cllm4rec, template)
         if vertex_training:
             custom_config.update(vertex_training)
         super().__init__(custom_executor_spec=(executor_spec.ExecutorClassSpec(VertexLearnTrainerExecutor)
