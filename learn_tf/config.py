@@ -222,6 +222,13 @@ class TrainConfig:
     # validation over ~1k users is noisy and peaks early while test keeps rising, see LEARN.md).
     restore_best: bool = True
     collapse_guard: bool = True
+    # Hybrid towers: the ID vectors of items never seen in training (cold items, and items added
+    # later with `learn add-items`). "zero": scored from content alone. "ridge": after training, a
+    # ridge map content -> ID vector is fitted on the trained items and gives every untrained item
+    # its ID vector (stored in the towers, so onboarded items get it too); its L2 strength is
+    # `cold_ridge_l2`, or (null) the value of COLD_RIDGE_GRID with the best validation NDCG@10.
+    cold_ids: Literal["zero", "ridge"] = "zero"
+    cold_ridge_l2: Optional[float] = None
     seed: int = 2024
 
 
@@ -554,6 +561,9 @@ def _check_model_train(cfg: Config, path: str) -> None:
     for key, v in positives.items():
         if v < 1:
             raise ConfigError(f"{path}: key '{key}' must be >= 1, got {v}")
+    if t.cold_ridge_l2 is not None and not t.cold_ridge_l2 > 0:
+        raise ConfigError(f"{path}: key 'train.cold_ridge_l2' must be > 0 or null (chosen on validation), "
+                          f"got {t.cold_ridge_l2}")
     if m.d_model % m.num_heads:
         raise ConfigError(f"{path}: key 'model.d_model' ({m.d_model}) must be divisible by "
                           f"'model.num_heads' ({m.num_heads})")

@@ -60,6 +60,8 @@ def test_config_is_frozen(tmp_path):
             "missing required key 'data.interaction_columns.timestamp'",
         ),
         (MINIMAL + "split:\n  min_user_interactions: 2\n", "split.min_user_interactions"),
+        (MINIMAL + "train:\n  cold_ids: mean\n", "key 'train.cold_ids' must be one of"),
+        (MINIMAL + "train:\n  cold_ridge_l2: 0\n", "key 'train.cold_ridge_l2' must be > 0"),
         ("- a\n- b\n", "expected a mapping"),
         ("name: [unclosed\n", "not valid YAML"),
     ],

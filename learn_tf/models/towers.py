@@ -125,6 +125,10 @@ class LearnTowers(_TowersBase):
         self.encoder = CausalTransformerEncoder(num_layers, num_heads, d_model, ff_dim, dropout, max_len,
                                                 use_positions, initializer_range, name="encoder")
         self.projection = ProjectionHead(self.out_dim, normalize=similarity == "cosine", name="projection")
+        # Hybrid towers: content -> ID vector map for untrained items (zero until `fit_cold_ids`).
+        self.cold_map = (self.add_weight(name="cold_map", shape=[content_dim, d_model], initializer="zeros",
+                                         trainable=False)
+                         if item_inputs == "hybrid" else None)
 
     def _inputs(self, indices: tf.Tensor, training: bool) -> tf.Tensor:
         x = self.adaptor(self.content(indices), training=training)
@@ -166,8 +170,9 @@ class LearnTowers(_TowersBase):
         Encodes items that need not be in the content table (cold items added
         after training), exactly as `items` encodes a table row: (a)/(b)
         adaptor -> encoder ("self" mode) -> projection; (c) the L2-normalised
-        content. Hybrid towers use a zero ID vector (an untrained, cold item),
-        so they match `items` only for items whose ID vector is zero.
+        content. Hybrid towers add the ID vector of an untrained item
+        (content @ `cold_map`: zero unless `fit_cold_ids` fitted it), so they
+        match `items` for every item that was not trained.
 
         Raises:
           ContentDimError: the vectors' width is not `content_dim`.
@@ -180,6 +185,8 @@ class LearnTowers(_TowersBase):
             return self._raw_content(content)
         # [N, 1, content_dim]: the rank `items` uses (LayerNorm fixes its axis at build time).
         x = self.adaptor(content[:, None, :], training=training)
+        if self.cold_map is not None:  # the ID vector an untrained item gets (zero unless fitted)
+            x = x + tf.matmul(content, self.cold_map)[:, None, :]
         if self.item_tower == "e":
             return self._norm(x[:, 0])
         real = tf.ones(tf.stack([tf.shape(content)[0], 1]), tf.bool)
@@ -199,11 +206,56 @@ class LearnTowers(_TowersBase):
         idx = tf.constant(np.asarray(indices, np.int64)[:, None])
         table.assign(tf.tensor_scatter_nd_update(table, idx, tf.zeros([len(indices), table.shape[1]], table.dtype)))
 
+    def fit_cold_ids(self, seen: np.ndarray, l2: Optional[float]) -> None:
+        """Hybrid towers: gives every untrained item an ID vector predicted from its content.
+
+        Fits the ridge map W = argmin |C W - E|^2 + l2 |W|^2 from the trained
+        items' content vectors C to their ID vectors E, keeps it (`cold_map`,
+        used by `items_from_content` and `with_extra_items`, so items onboarded
+        later get the same treatment) and sets each untrained item's ID vector
+        to its content times W. `l2=None` resets them to zero (content alone).
+
+        Args:
+          seen: [N] or [N + 1] bool over item indices, True for trained items.
+          l2: ridge strength (> 0), or None.
+
+        Raises:
+          ValueError: the towers are not hybrid, `seen` has the wrong length,
+            no item is trained, or `l2` <= 0.
+        """
+        if self.ids is None:
+            raise ValueError("fit_cold_ids needs hybrid towers (item_inputs='hybrid'): content towers have no ID vectors")
+        seen = np.asarray(seen, bool)
+        if len(seen) == self.num_items + 1:
+            seen = seen[1:]
+        if len(seen) != self.num_items:
+            raise ValueError(f"seen must have {self.num_items} (or {self.num_items + 1}) entries, got {len(seen)}")
+        if l2 is not None and not l2 > 0:
+            raise ValueError(f"l2 must be > 0 or None, got {l2}")
+        self.users(tf.ones([1, 1], tf.int32))  # builds the tables
+        cold = np.flatnonzero(~seen) + 1
+        if l2 is None:
+            self.cold_map.assign(tf.zeros_like(self.cold_map))
+            self.zero_ids(cold)
+            return
+        if not seen.any():
+            raise ValueError("fit_cold_ids: no item is marked as trained")
+        content = self.content.table.numpy()[1:].astype(np.float64)
+        ids = self.ids.embeddings.numpy()[1:].astype(np.float64)
+        x, y = content[seen], ids[seen]
+        w = np.linalg.solve(x.T @ x + l2 * np.eye(x.shape[1]), x.T @ y).astype(np.float32)
+        self.cold_map.assign(w)
+        if len(cold):
+            table = self.ids.embeddings
+            rows = tf.constant(content[cold - 1].astype(np.float32) @ w)
+            table.assign(tf.tensor_scatter_nd_update(table, tf.constant(cold[:, None].astype(np.int64)), rows))
+
     def with_extra_items(self, content_rows: np.ndarray) -> "LearnTowers":
         """A copy of these towers whose catalogue has M more items (indices N+1 .. N+M).
 
         The content table grows by `content_rows`; a hybrid ID table grows by
-        zero rows (the new items are cold); every other weight is copied. Old
+        the rows' untrained-item ID vectors (content @ `cold_map`, zero unless
+        `fit_cold_ids` fitted it); every other weight is copied. Old
         items and users score exactly as before, and each new item equals
         `items_from_content` of its row. Extend the `Catalogue` with the new
         ids in the same order.
@@ -230,7 +282,9 @@ class LearnTowers(_TowersBase):
             getattr(grown, name).set_weights(getattr(self, name).get_weights())
         if self.ids is not None:
             old = self.ids.get_weights()[0]
-            grown.ids.set_weights([np.concatenate([old, np.zeros((len(rows), old.shape[1]), old.dtype)])])
+            cold_map = self.cold_map.numpy()
+            grown.ids.set_weights([np.concatenate([old, (rows @ cold_map).astype(old.dtype)])])
+            grown.cold_map.assign(cold_map)
         return grown
 
     def get_config(self) -> dict[str, Any]:

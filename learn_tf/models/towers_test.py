@@ -197,3 +197,33 @@ def test_item_tower_e_scores_users_against_tied_input_embeddings():
     grown = towers.with_extra_items(_content(1)[:2])
     assert np.allclose(grown.items(idx).numpy()[[0, 2]], items[[0, 2]], atol=1e-5)
     assert LearnTowers.from_config(towers.get_config()).get_config() == towers.get_config()
+
+
+def test_fit_cold_ids_gives_untrained_items_the_ridge_map_of_their_content():
+    towers = _learn(item_tower="e", item_inputs="hybrid", similarity="dot", input_norm=False)
+    towers.users(tf.ones([1, 1], tf.int32))
+    # Trained items' ID vectors follow a linear map of content: ridge with a tiny l2 recovers it.
+    w_true = np.random.default_rng(3).normal(size=(D, 8)).astype(np.float32)
+    ids = towers.ids.get_weights()[0]
+    ids[1:] = _content() @ w_true
+    ids[[5, 9]] = 0.0  # untrained: zero as the trainer leaves them
+    towers.ids.set_weights([ids])
+    seen = np.ones(N, bool)
+    seen[[4, 8]] = False  # items 5 and 9
+    towers.fit_cold_ids(seen, 1e-6)
+    got = towers.ids.get_weights()[0]
+    assert np.allclose(got[[5, 9]], _content()[[4, 8]] @ w_true, atol=1e-3)
+    assert np.array_equal(got[1:5], ids[1:5])  # trained items untouched
+    # An untrained item scores as the same content encoded from outside (items_from_content) ...
+    cold = tf.constant([5, 9])
+    assert np.allclose(towers.items(cold).numpy(), towers.items_from_content(towers.content(cold)).numpy(), atol=1e-5)
+    # ... and items added later get the same ID vector from their content.
+    grown = towers.with_extra_items(_content()[[4]])
+    assert np.allclose(grown.items(tf.constant([N + 1])).numpy(), towers.items(tf.constant([5])).numpy(), atol=1e-5)
+    # l2=None goes back to zero ID vectors (content alone).
+    towers.fit_cold_ids(seen, None)
+    assert not towers.ids.get_weights()[0][[5, 9]].any() and not towers.cold_map.numpy().any()
+    with pytest.raises(ValueError, match="hybrid"):
+        _learn(item_tower="e").fit_cold_ids(seen, 1.0)
+    with pytest.raises(ValueError, match="entries"):
+        towers.fit_cold_ids(seen[:3], 1.0)

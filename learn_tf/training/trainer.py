@@ -43,6 +43,12 @@ class TrainResult:
     seconds: float
     # Wall time from the start of `train` to the end of the best epoch (evaluation included).
     best_seconds: float = 0.0
+    # `train.cold_ids: ridge`: the chosen L2 strength and the validation NDCG@10 of each tried.
+    cold_ids: Optional[dict[str, Any]] = None
+
+
+# L2 strengths `train.cold_ids: ridge` tries on validation (content vectors are unit-norm).
+COLD_RIDGE_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 def item_log_frequencies(sequences: SequencesLike, num_items: int) -> np.ndarray:
@@ -174,6 +180,45 @@ def check_cases(catalogue: Catalogue, cases: pd.DataFrame, max_len: int) -> None
     catalogue.check_histories([list(map(str, h)) for h in cases["history"]], max_len, users)
 
 
+def validation_ndcg(towers: tf.keras.Model, catalogue: Catalogue, cases: pd.DataFrame,
+                    settings: TrainConfig) -> tuple[float, TowerScorer]:
+    """NDCG@10 of `cases` (the early-stopping protocol) and the scorer that produced it."""
+    from learn_tf.evaluation.evaluator import evaluate
+
+    scorer = TowerScorer(towers, catalogue, settings.max_len)
+    res = evaluate(scorer.score, cases, catalogue.item_ids, ks=(10,), protocols=(settings.early_stopping_protocol,))
+    return float(res["protocols"][settings.early_stopping_protocol]["overall"]["metrics"]["ndcg@10"]), scorer
+
+
+def fit_cold_ids(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: SequencesLike,
+                 val_cases: pd.DataFrame, settings: TrainConfig) -> Optional[dict[str, Any]]:
+    """`train.cold_ids: ridge` on hybrid towers: fits the content -> ID map of untrained items.
+
+    The L2 strength is `settings.cold_ridge_l2`, or the one of zero ID vectors
+    (None) and `COLD_RIDGE_GRID` with the best validation NDCG@10 (first
+    best on ties). Returns what was chosen and tried; None when not asked for
+    or the towers have no ID vectors.
+    """
+    if settings.cold_ids != "ridge" or getattr(towers, "ids", None) is None:
+        return None
+    seen = seen_items(train_sequences, len(catalogue))
+    grid: list[Optional[float]] = ([settings.cold_ridge_l2] if settings.cold_ridge_l2
+                                   else [None, *COLD_RIDGE_GRID])
+    tried: dict[str, float] = {}
+    best: tuple[float, Optional[float]] = (-1.0, None)
+    for l2 in grid:
+        towers.fit_cold_ids(seen, l2)
+        ndcg = validation_ndcg(towers, catalogue, val_cases, settings)[0] if len(grid) > 1 else float("nan")
+        tried["zero" if l2 is None else str(l2)] = ndcg
+        if len(grid) == 1 or ndcg > best[0]:
+            best = (ndcg, l2)
+    towers.fit_cold_ids(seen, best[1])
+    untrained = int((~seen[1:]).sum())
+    print(f"  cold ids: {untrained} untrained items get {'zero ID vectors' if best[1] is None else f'ridge ID vectors (l2 {best[1]:g})'}"
+          + (f"; validation NDCG@10 by l2: {tried}" if len(grid) > 1 else ""), flush=True)
+    return {"l2": best[1], "validation_ndcg@10": tried, "untrained_items": untrained}
+
+
 class _EvalCallback(tf.keras.callbacks.Callback):
     """Validation NDCG@10 each epoch, best weights in memory and on disk, collapse detection."""
 
@@ -189,18 +234,13 @@ class _EvalCallback(tf.keras.callbacks.Callback):
         self.best_seconds = 0.0
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, float]] = None) -> None:
-        from learn_tf.evaluation.evaluator import evaluate
-
         logs = logs if logs is not None else {}
         last = epoch + 1 == self.params.get("epochs", -1)
         if (epoch + 1) % self.s.eval_every and not last:
             self.history.append({"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))),
                                  "seconds": round(time.time() - self.t0, 1)})
             return
-        scorer = TowerScorer(self.towers, self.catalogue, self.s.max_len)
-        res = evaluate(scorer.score, self.cases, self.catalogue.item_ids, ks=(10,),
-                       protocols=(self.s.early_stopping_protocol,))
-        ndcg = float(res["protocols"][self.s.early_stopping_protocol]["overall"]["metrics"]["ndcg@10"])
+        ndcg, scorer = validation_ndcg(self.towers, self.catalogue, self.cases, self.s)
         sample = scorer.item_matrix[:: max(1, len(scorer.item_matrix) // 1000)]
         item_cos = mean_pairwise_cosine(sample)
         logs["val_ndcg@10"] = ndcg
@@ -306,8 +346,9 @@ def _train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: Sequen
     model.fit(setup.dataset, epochs=settings.epochs, callbacks=callbacks, verbose=verbose)
     if evaluator.best_weights is not None:
         towers.set_weights(evaluator.best_weights)
+    cold = fit_cold_ids(towers, catalogue, train_sequences, val_cases, settings)
     result = TrainResult(model, evaluator.history, evaluator.best_epoch, evaluator.best, evaluator.stopped_early,
-                         time.time() - t0, evaluator.best_seconds)
+                         time.time() - t0, evaluator.best_seconds, cold)
     if output_dir:
         write_training_curves(result, output_dir, settings)
     return result
@@ -323,7 +364,7 @@ def write_training_curves(result: TrainResult, output_dir: str, settings: TrainC
     write_json(os.path.join(output_dir, "history.json"), {
         "settings": asdict(settings), "history": result.history, "best_epoch": result.best_epoch,
         "best_val_ndcg@10": result.best_metric, "stopped_early": result.stopped_early, "seconds": result.seconds,
-        "best_seconds": result.best_seconds})
+        "best_seconds": result.best_seconds, "cold_ids": result.cold_ids})
     epochs = [h["epoch"] for h in result.history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot(epochs, [h["loss"] for h in result.history], marker="o")

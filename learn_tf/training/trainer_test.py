@@ -107,3 +107,34 @@ def test_fixed_length_run_keeps_the_last_weights_and_evaluates_every_k_epochs(to
     assert evaluated == [2, 3] and len(result.history) == 3  # every 2nd epoch and the last one
     assert result.best_epoch == 3 and result.best_metric == result.history[-1]["val_ndcg@10"]
     assert not result.stopped_early
+
+
+def test_cold_ids_ridge_keeps_the_l2_with_the_best_validation_ndcg():
+    items, inter = generate_synthetic(SyntheticConfig(num_items=120, num_users=150, num_topics=6,
+                                                      mean_sequence_length=14, topic_concentration=0.05, seed=1))
+    splits = make_splits(items, inter, SplitConfig(cold_item_fraction=0.15))
+    cat = Catalogue(np.sort(items["item_id"].to_numpy()))
+    topic = items.set_index("item_id").loc[cat.item_ids, "topic"].to_numpy()
+    content = np.eye(8)[topic] + 0.3 * np.random.default_rng(0).normal(size=(len(cat), 8))
+    content = (content / np.linalg.norm(content, axis=1, keepdims=True)).astype(np.float32)
+    seqs = [cat.indices(g["item_id"].tolist())
+            for _, g in splits.train.sort_values(["user_id", "position"]).groupby("user_id")]
+    tf.keras.utils.set_random_seed(0)
+    towers = LearnTowers(len(cat), 8, d_model=16, num_layers=1, num_heads=2, ff_dim=32, dropout=0.0, max_len=12,
+                         item_tower="e", item_inputs="hybrid", id_dropout=0.2, similarity="dot", input_norm=False,
+                         content_table=content)
+    val = splits.cases("validation")
+    settings = TrainConfig(sampling="next_item", max_len=12, batch_size=32, epochs=2, seed=0, cold_ids="ridge",
+                           early_stopping_protocol="unmasked")
+    result = train(towers, cat, seqs, val, settings, verbose=0)
+    cold = result.cold_ids
+    untrained = np.flatnonzero(~np.isin(cat.item_ids, splits.train["item_id"].unique())) + 1
+    assert cold["untrained_items"] == len(untrained) > 0
+    assert set(cold["validation_ndcg@10"]) == {"zero", *map(str, (0.3, 1.0, 3.0, 10.0, 30.0, 100.0))}
+    best = max(cold["validation_ndcg@10"].values())
+    key = "zero" if cold["l2"] is None else str(cold["l2"])
+    assert cold["validation_ndcg@10"][key] == best  # the towers keep the best one ...
+    now = evaluate(TowerScorer(towers, cat, 12).score, val, cat.item_ids, ks=(10,), protocols=("unmasked",))
+    assert now["protocols"]["unmasked"]["overall"]["metrics"]["ndcg@10"] == pytest.approx(best, abs=1e-9)
+    ids = towers.ids.get_weights()[0][untrained]
+    assert (cold["l2"] is None) == (not ids.any())  # ... and untrained items carry its ID vectors
