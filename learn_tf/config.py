@@ -213,6 +213,8 @@ class TrainConfig:
     # Two-stage LEARN: this many epochs of in-batch dense all-action pretraining (the
     # official code's first stage) before the next-item objective (0: off).
     pretrain_epochs: int = 0
+    # The two-stage schedule is LEARN's: SASRec trains single-stage (its standard recipe) unless true.
+    pretrain_sasrec: bool = False
     # Early stopping on validation NDCG@10 (protocol below), evaluated every `eval_every` epochs
     # (and after the last one).
     patience: int = 5

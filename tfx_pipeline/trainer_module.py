@@ -68,7 +68,7 @@ def run_fn(fn_args: "tfx.components.FnArgs") -> None:
     # store they write into local folders that are uploaded afterwards, towers.json last.
     with _io.staged_dir(fn_args.model_run_dir) as run_dir:
         result = _trainer.train(towers, catalogue, data["sequences"], data["cases"],
-                                sections.train, output_dir=run_dir, verbose=0)
+                                _jobs.train_settings(sections.train, kind), output_dir=run_dir, verbose=0)
     # Under MultiWorkerMirroredStrategy (TF_CONFIG) every worker ends with the same weights; only the chief
     # publishes them, the others write to scratch.
     towers_out = _distribute.worker_output_dir(_os.path.join(fn_args.serving_model_dir, _data_io.TOWERS_SUBDIR))

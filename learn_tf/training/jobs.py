@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from learn_tf.config import Config, ModelConfig
+from learn_tf.config import Config, ModelConfig, TrainConfig
 from learn_tf.data.sequence_examples import ReadCounts
 from learn_tf.models.catalogue import Catalogue
 from learn_tf.models.towers import ContentDimError, LearnTowers, SASRecTowers
@@ -198,6 +198,13 @@ def load_towers(model_dir: str, content: Optional[np.ndarray] = None,
     return towers, catalogue, meta
 
 
+def train_settings(t: TrainConfig, kind: str) -> TrainConfig:
+    """The train section as one model kind trains with: SASRec single-stage unless `pretrain_sasrec`."""
+    if kind == "sasrec" and t.pretrain_epochs and not t.pretrain_sasrec:
+        return replace(t, pretrain_epochs=0)
+    return t
+
+
 def train_job(cfg: Config, kinds: Sequence[str], models_dir: Optional[str] = None, verbose: int = 2) -> dict[str, Any]:
     """Trains each model kind and saves it under `<models_dir>/<name>/`."""
     summary: dict[str, Any] = {}
@@ -217,7 +224,8 @@ def train_job(cfg: Config, kinds: Sequence[str], models_dir: Optional[str] = Non
         print(f"[learn train] {name}: {len(data['sequences']):,} training sequences, "
               f"{len(data['catalogue']):,} items -> {out}")
         towers = build_towers(cfg.model, cfg.train.max_len, kind, data["catalogue"], data["content"])
-        result = train(towers, data["catalogue"], data["sequences"], val, cfg.train, output_dir=out, verbose=verbose)
+        result = train(towers, data["catalogue"], data["sequences"], val, train_settings(cfg.train, kind),
+                       output_dir=out, verbose=verbose)
         save_towers(towers, data["catalogue"], out, {"kind": kind, "max_len": cfg.train.max_len,
                                                      "best_epoch": result.best_epoch,
                                                      "best_val_ndcg@10": result.best_metric,

@@ -131,3 +131,13 @@ def test_train_refuses_towers_of_another_catalogue_size():
     cases = pd.DataFrame({"user_id": ["u1"], "history": [["i1"]], "target_item_id": ["i2"], "split": "validation"})
     with pytest.raises(ValueError, match="built for 10 items but the catalogue has 12"):
         train(_towers(), cat, [np.array([1, 2])], cases, _settings())
+
+
+def test_train_settings_keep_sasrec_single_stage_unless_asked():
+    from learn_tf.config import TrainConfig
+    from learn_tf.training.jobs import train_settings
+
+    two_stage = TrainConfig(pretrain_epochs=30)
+    assert train_settings(two_stage, "learn").pretrain_epochs == 30
+    assert train_settings(two_stage, "sasrec").pretrain_epochs == 0
+    assert train_settings(TrainConfig(pretrain_epochs=30, pretrain_sasrec=True), "sasrec").pretrain_epochs == 30
