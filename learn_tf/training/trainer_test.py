@@ -16,11 +16,10 @@ from learn_tf.models.towers import LearnTowers
 from learn_tf.training.trainer import CollapseError, train
 
 
-@pytest.fixture(scope="module")
-def toy():
+def _toy_data(cold_item_fraction=0.0):
     items, inter = generate_synthetic(SyntheticConfig(num_items=120, num_users=150, num_topics=6,
                                                       mean_sequence_length=14, topic_concentration=0.05, seed=1))
-    splits = make_splits(items, inter, SplitConfig(cold_item_fraction=0.0))
+    splits = make_splits(items, inter, SplitConfig(cold_item_fraction=cold_item_fraction))
     cat = Catalogue(np.sort(items["item_id"].to_numpy()))
     topic = items.set_index("item_id").loc[cat.item_ids, "topic"].to_numpy()
     rng = np.random.default_rng(0)
@@ -30,6 +29,11 @@ def toy():
     seqs = [cat.indices(g["item_id"].tolist())
             for _, g in splits.train.sort_values(["user_id", "position"]).groupby("user_id")]
     return cat, content.astype(np.float32), seqs, splits
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return _toy_data()
 
 
 def _settings(**kw):
@@ -110,15 +114,7 @@ def test_fixed_length_run_keeps_the_last_weights_and_evaluates_every_k_epochs(to
 
 
 def test_cold_ids_ridge_keeps_the_l2_with_the_best_validation_ndcg():
-    items, inter = generate_synthetic(SyntheticConfig(num_items=120, num_users=150, num_topics=6,
-                                                      mean_sequence_length=14, topic_concentration=0.05, seed=1))
-    splits = make_splits(items, inter, SplitConfig(cold_item_fraction=0.15))
-    cat = Catalogue(np.sort(items["item_id"].to_numpy()))
-    topic = items.set_index("item_id").loc[cat.item_ids, "topic"].to_numpy()
-    content = np.eye(8)[topic] + 0.3 * np.random.default_rng(0).normal(size=(len(cat), 8))
-    content = (content / np.linalg.norm(content, axis=1, keepdims=True)).astype(np.float32)
-    seqs = [cat.indices(g["item_id"].tolist())
-            for _, g in splits.train.sort_values(["user_id", "position"]).groupby("user_id")]
+    cat, content, seqs, splits = _toy_data(cold_item_fraction=0.15)
     tf.keras.utils.set_random_seed(0)
     towers = LearnTowers(len(cat), 8, d_model=16, num_layers=1, num_heads=2, ff_dim=32, dropout=0.0, max_len=12,
                          item_tower="e", item_inputs="hybrid", id_dropout=0.2, similarity="dot", input_norm=False,
