@@ -199,12 +199,18 @@ class LearnTowers(_TowersBase):
 
     def zero_ids(self, indices: np.ndarray) -> None:
         """Hybrid towers: sets the ID vectors of `indices` to zero (items never trained fall back to content)."""
-        if self.ids is None or len(indices) == 0:
+        if self.ids is None:
+            return
+        self._set_ids(indices, np.zeros([len(indices), self.d_model], np.float32))
+
+    def _set_ids(self, indices: np.ndarray, rows: np.ndarray) -> None:
+        """Writes `rows` [M, d_model] into the ID table at item `indices` [M] (builds the table first)."""
+        if len(indices) == 0:
             return
         self.users(tf.ones([1, 1], tf.int32))  # builds the table
         table = self.ids.embeddings
         idx = tf.constant(np.asarray(indices, np.int64)[:, None])
-        table.assign(tf.tensor_scatter_nd_update(table, idx, tf.zeros([len(indices), table.shape[1]], table.dtype)))
+        table.assign(tf.tensor_scatter_nd_update(table, idx, tf.constant(rows, table.dtype)))
 
     def fit_cold_ids(self, seen: np.ndarray, l2: Optional[float]) -> None:
         """Hybrid towers: gives every untrained item an ID vector predicted from its content.
@@ -232,23 +238,19 @@ class LearnTowers(_TowersBase):
             raise ValueError(f"seen must have {self.num_items} (or {self.num_items + 1}) entries, got {len(seen)}")
         if l2 is not None and not l2 > 0:
             raise ValueError(f"l2 must be > 0 or None, got {l2}")
-        self.users(tf.ones([1, 1], tf.int32))  # builds the tables
-        cold = np.flatnonzero(~seen) + 1
-        if l2 is None:
-            self.cold_map.assign(tf.zeros_like(self.cold_map))
-            self.zero_ids(cold)
-            return
-        if not seen.any():
+        if l2 is not None and not seen.any():
             raise ValueError("fit_cold_ids: no item is marked as trained")
-        content = self.content.table.numpy()[1:].astype(np.float64)
-        ids = self.ids.embeddings.numpy()[1:].astype(np.float64)
-        x, y = content[seen], ids[seen]
-        w = np.linalg.solve(x.T @ x + l2 * np.eye(x.shape[1]), x.T @ y).astype(np.float32)
+        self.users(tf.ones([1, 1], tf.int32))  # builds the tables
+        content = self.content.table.numpy()[1:]
+        if l2 is None:
+            w = np.zeros(self.cold_map.shape, np.float32)
+        else:
+            x = content[seen].astype(np.float64)
+            y = self.ids.embeddings.numpy()[1:][seen].astype(np.float64)
+            w = np.linalg.solve(x.T @ x + l2 * np.eye(x.shape[1]), x.T @ y).astype(np.float32)
         self.cold_map.assign(w)
-        if len(cold):
-            table = self.ids.embeddings
-            rows = tf.constant(content[cold - 1].astype(np.float32) @ w)
-            table.assign(tf.tensor_scatter_nd_update(table, tf.constant(cold[:, None].astype(np.int64)), rows))
+        cold = np.flatnonzero(~seen)
+        self._set_ids(cold + 1, content[cold] @ w)
 
     def with_extra_items(self, content_rows: np.ndarray) -> "LearnTowers":
         """A copy of these towers whose catalogue has M more items (indices N+1 .. N+M).

@@ -202,21 +202,22 @@ def fit_cold_ids(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: 
     if settings.cold_ids != "ridge" or getattr(towers, "ids", None) is None:
         return None
     seen = seen_items(train_sequences, len(catalogue))
-    grid: list[Optional[float]] = ([settings.cold_ridge_l2] if settings.cold_ridge_l2
-                                   else [None, *COLD_RIDGE_GRID])
+    chosen: Optional[float] = settings.cold_ridge_l2
     tried: dict[str, float] = {}
-    best: tuple[float, Optional[float]] = (-1.0, None)
-    for l2 in grid:
-        towers.fit_cold_ids(seen, l2)
-        ndcg = validation_ndcg(towers, catalogue, val_cases, settings)[0] if len(grid) > 1 else float("nan")
-        tried["zero" if l2 is None else str(l2)] = ndcg
-        if len(grid) == 1 or ndcg > best[0]:
-            best = (ndcg, l2)
-    towers.fit_cold_ids(seen, best[1])
+    if chosen is None:  # zero ID vectors or a ridge strength, by validation NDCG@10 (first best on ties)
+        best = -1.0
+        for l2 in (None, *COLD_RIDGE_GRID):
+            towers.fit_cold_ids(seen, l2)
+            ndcg = validation_ndcg(towers, catalogue, val_cases, settings)[0]
+            tried["zero" if l2 is None else str(l2)] = ndcg
+            if ndcg > best:
+                best, chosen = ndcg, l2
+    towers.fit_cold_ids(seen, chosen)
     untrained = int((~seen[1:]).sum())
-    print(f"  cold ids: {untrained} untrained items get {'zero ID vectors' if best[1] is None else f'ridge ID vectors (l2 {best[1]:g})'}"
-          + (f"; validation NDCG@10 by l2: {tried}" if len(grid) > 1 else ""), flush=True)
-    return {"l2": best[1], "validation_ndcg@10": tried, "untrained_items": untrained}
+    what = "zero ID vectors" if chosen is None else f"ridge ID vectors (l2 {chosen:g})"
+    print(f"  cold ids: {untrained} untrained items get {what}"
+          + (f"; validation NDCG@10 by l2: {tried}" if tried else ""), flush=True)
+    return {"l2": chosen, "validation_ndcg@10": tried, "untrained_items": untrained}
 
 
 class _EvalCallback(tf.keras.callbacks.Callback):
