@@ -231,6 +231,12 @@ class TrainConfig:
     # `cold_ridge_l2`, or (null) the value of COLD_RIDGE_GRID with the best validation NDCG@10.
     cold_ids: Literal["zero", "ridge"] = "zero"
     cold_ridge_l2: Optional[float] = None
+    # Training input: 0 (default) = the exact in-memory path (all training sequences packed, an exact
+    # global shuffle of each epoch's rows). N > 0 = streamed: sequences are read from the input (the
+    # SequenceExample shards, shards in a fresh order each epoch) through a shuffle buffer of N
+    # sequences and their rows through one of N rows, so memory stays flat as interactions grow; each
+    # sequence gives the same rows per epoch as in memory, in a different order (different batches).
+    stream_shuffle_buffer: int = 0
     seed: int = 2024
 
 
@@ -563,6 +569,9 @@ def _check_model_train(cfg: Config, path: str) -> None:
     for key, v in positives.items():
         if v < 1:
             raise ConfigError(f"{path}: key '{key}' must be >= 1, got {v}")
+    if t.stream_shuffle_buffer < 0:
+        raise ConfigError(f"{path}: key 'train.stream_shuffle_buffer' must be 0 (exact in-memory input) or a "
+                          f"buffer of N > 0 sequences (streamed input), got {t.stream_shuffle_buffer}")
     if t.cold_ridge_l2 is not None and not t.cold_ridge_l2 > 0:
         raise ConfigError(f"{path}: key 'train.cold_ridge_l2' must be > 0 or null (chosen on validation), "
                           f"got {t.cold_ridge_l2}")

@@ -11,6 +11,11 @@ One function, `pack_sequences`, builds what the sampler trains on from batches o
 Both give the same `PackedSequences` for the same split (users sorted by id, items
 oldest first), so the sampler draws the same windows and pairs with the same seed.
 The packed form costs 4 bytes per training interaction plus 8 per user.
+
+`RecordSequences` is the shards' streamed form for `train.stream_shuffle_buffer` > 0
+(`sampler.StreamedSampler`): one counting pass, then the sequences are read again
+each epoch a batch of records at a time and never held all at once; its memory is the
+catalogue's item counts, not the interactions.
 """
 
 from __future__ import annotations
@@ -75,12 +80,111 @@ class PackedSequences(Sequence[np.ndarray]):
         return np.array_equal(self.offsets, other.offsets) and np.array_equal(self.values, other.values)
 
 
+class RecordSequences:
+    """The training sequences of a directory of SequenceExample shards, streamed on demand (never all held).
+
+    Construction reads the shards once (`tf.data`, `sequence_examples.training_batches`) and keeps only what
+    training needs up front: the number of sequences, a histogram of their lengths (rows per epoch) and
+    the training count of every catalogue index (logQ correction, seen items). `chunks` then reads the
+    sequences again, a batch of records at a time, each time it is iterated.
+
+    Args:
+      directory: the shards (`sequence_examples.shard_files`).
+      catalogue: maps item ids to indices (index i + 1 is catalogue.item_ids[i]).
+      batch_size: records parsed per step.
+      counts: filled with what the counting pass read.
+
+    Raises:
+      FileNotFoundError: no shards under `directory`.
+      SequenceRecordError: a malformed record or a training item outside the catalogue (named).
+    """
+
+    def __init__(self, directory: str, catalogue: Catalogue, batch_size: int = 512,
+                 counts: Optional[sx.ReadCounts] = None) -> None:
+        self.directory, self.batch_size = directory, batch_size
+        self.files = sx.shard_files(directory)
+        self.catalogue, self.item_ids = catalogue, catalogue.item_ids
+        items = np.zeros(len(catalogue) + 1, np.int64)
+        lengths = np.zeros(1, np.int64)
+        for _, values, lens in sx.training_batches(self.files, self.item_ids, batch_size, counts):
+            items += np.bincount(values, minlength=len(items))
+            hist = np.bincount(lens)
+            if len(hist) > len(lengths):
+                lengths = np.concatenate([lengths, np.zeros(len(hist) - len(lengths), np.int64)])
+            lengths[:len(hist)] += hist
+        self.item_counts = items
+        self.length_counts = lengths
+
+    def __len__(self) -> int:
+        """Sequences (users with at least one training item), as `len` of the packed form."""
+        return int(self.length_counts.sum())
+
+    @property
+    def num_values(self) -> int:
+        """Training items over all sequences."""
+        return int(self.item_counts.sum())
+
+    def chunks(self, rng: Optional[np.random.Generator] = None) -> Iterator[PackedSequences]:
+        """The sequences a batch of records at a time: shards in shard order, or in an order drawn from `rng`."""
+        files = self.files if rng is None else [self.files[i] for i in rng.permutation(len(self.files))]
+        for _, values, lens in sx.training_batches(files, self.item_ids, self.batch_size):
+            yield PackedSequences(values, np.concatenate([[0], np.cumsum(lens)]))
+
+    def pack(self) -> PackedSequences:
+        """All sequences packed in user order (the in-memory form `sequences_from_records` builds)."""
+        return sequences_from_records(self.directory, self.catalogue, self.batch_size)
+
+
 SequencesLike = Union[PackedSequences, Sequence[np.ndarray]]
+# What the trainer accepts: sequences in memory, or the shards streamed (`RecordSequences`).
+TrainingSequences = Union[PackedSequences, RecordSequences, Sequence[np.ndarray]]
 
 
-def as_packed(sequences: SequencesLike) -> PackedSequences:
-    """`sequences` as PackedSequences (no copy when they already are)."""
+def as_packed(sequences: TrainingSequences) -> PackedSequences:
+    """`sequences` as PackedSequences (no copy when they already are; `RecordSequences` are read and packed)."""
+    if isinstance(sequences, RecordSequences):
+        return sequences.pack()
     return sequences if isinstance(sequences, PackedSequences) else PackedSequences.from_arrays(sequences)
+
+
+def as_training_sequences(sequences: TrainingSequences) -> Union[PackedSequences, RecordSequences]:
+    """`RecordSequences` as they are (streamed), anything else as PackedSequences."""
+    return sequences if isinstance(sequences, RecordSequences) else as_packed(sequences)
+
+
+def item_counts(sequences: TrainingSequences, num_items: int) -> np.ndarray:
+    """[num_items + 1] int64: how often each catalogue index occurs in the training sequences.
+
+    Raises:
+      ValueError: streamed sequences were read with another catalogue size.
+    """
+    if isinstance(sequences, RecordSequences):
+        if len(sequences.item_counts) != num_items + 1:
+            raise ValueError(f"the streamed sequences were read with a catalogue of {len(sequences.item_counts) - 1:,} "
+                             f"items, not {num_items:,}")
+        return sequences.item_counts
+    return np.bincount(as_packed(sequences).values, minlength=num_items + 1).astype(np.int64)
+
+
+def length_counts(sequences: TrainingSequences) -> np.ndarray:
+    """Histogram of the sequence lengths: entry L = sequences of L items."""
+    if isinstance(sequences, RecordSequences):
+        return sequences.length_counts
+    return np.bincount(as_packed(sequences).lengths, minlength=1)
+
+
+def sequence_chunks(sequences: Union[PackedSequences, RecordSequences], rng: np.random.Generator,
+                    chunk: int = 512) -> Iterator[PackedSequences]:
+    """The sequences in blocks, as a streamed epoch reads them: `RecordSequences` shard by shard (shards in
+    an order drawn from `rng`); packed sequences in blocks of `chunk` (blocks in an order drawn from `rng`)."""
+    if isinstance(sequences, RecordSequences):
+        yield from sequences.chunks(rng)
+        return
+    n = len(sequences)
+    for b in rng.permutation(-(-n // chunk)).tolist():
+        lo, hi = b * chunk, min(n, (b + 1) * chunk)
+        offsets = sequences.offsets[lo:hi + 1]
+        yield PackedSequences(sequences.values[offsets[0]:offsets[-1]], offsets - offsets[0])
 
 
 def pack_sequences(batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],

@@ -21,16 +21,27 @@ An epoch is planned first (which window, or which cut and query positions,
 each row holds, and the row order) from the sequence lengths and the seed;
 rows are filled from the packed sequences one batch at a time, so memory
 holds the sequences and a few integers per row, never the epoch's arrays.
+
+`StreamedSampler` (`train.stream_shuffle_buffer: N` > 0) holds neither the
+sequences nor a plan: each epoch it reads the sequences in blocks
+(`inputs.RecordSequences`: the SequenceExample shards through tf.data, shards
+in a fresh order), keeps N of them in a shuffle buffer, turns randomly drawn
+ones into their rows exactly as `SequenceSampler` does for a sequence (the
+same windows, every training pair once per epoch; the same cut distribution)
+and hands out batches drawn at random from a buffer of N rows. Same rows per
+sequence and per epoch, different batches; memory is bounded by N, not by the
+interactions. `make_sampler` picks one by the setting.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
 from learn_tf.config import TrainConfig
-from learn_tf.training.inputs import SequencesLike, as_packed
+from learn_tf.training.inputs import (PackedSequences, RecordSequences, TrainingSequences, as_packed, length_counts,
+                                      sequence_chunks)
 
 MODES = ("next_item", "dense", "window", "official")
 
@@ -71,7 +82,7 @@ def _shuffled(rng: np.random.Generator, n: int) -> np.ndarray:
     return order
 
 
-def next_item_windows(sequences: SequencesLike, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def next_item_windows(sequences: TrainingSequences, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Tiles each sequence's transitions into right-padded windows of <= `max_len`, from the end.
 
     Args:
@@ -89,7 +100,31 @@ def next_item_windows(sequences: SequencesLike, max_len: int) -> tuple[np.ndarra
             _fill_windows(packed.values, starts, seq, start, end, max_len, 1))
 
 
-class SequenceSampler:
+class _RowShape:
+    """The row widths of a sampling mode (shared by the in-memory and the streamed sampler)."""
+
+    mode: str
+    max_len: int
+    s: TrainConfig
+
+    @property
+    def target_slots(self) -> int:
+        """Width of the targets array (next_item: the labels, max_len)."""
+        if self.mode == "next_item":
+            return self.max_len
+        if self.mode == "window":
+            return self.s.max_len + self.s.num_targets - 1
+        return 1 if self.mode == "official" else self.s.num_targets
+
+    @property
+    def query_slots(self) -> int:
+        """Width of the query_positions array (next_item: every position)."""
+        if self.mode == "next_item":
+            return self.max_len
+        return 1 if self.mode == "official" else self.s.num_query_positions
+
+
+class SequenceSampler(_RowShape):
     """Draws a fresh epoch of training rows each call.
 
     "next_item": {"history": [W, max_len], "labels": [W, max_len]} (the
@@ -105,7 +140,7 @@ class SequenceSampler:
       mode: overrides `settings.sampling` (e.g. the pretraining stage).
     """
 
-    def __init__(self, sequences: SequencesLike, settings: TrainConfig, seed: int = 0,
+    def __init__(self, sequences: TrainingSequences, settings: TrainConfig, seed: int = 0,
                  mode: str | None = None) -> None:
         self.mode = mode or settings.sampling
         if self.mode not in MODES:
@@ -163,27 +198,13 @@ class SequenceSampler:
             return int(rng.choice(cuts, p=w / w.sum()))
         return int(rng.choice(cuts))
 
-    @property
-    def target_slots(self) -> int:
-        """Width of the targets array (next_item: the labels, max_len)."""
-        if self.mode == "next_item":
-            return self.max_len
-        if self.mode == "window":
-            return self.s.max_len + self.s.num_targets - 1
-        return 1 if self.mode == "official" else self.s.num_targets
-
-    @property
-    def query_slots(self) -> int:
-        """Width of the query_positions array (next_item: every position)."""
-        if self.mode == "next_item":
-            return self.max_len
-        return 1 if self.mode == "official" else self.s.num_query_positions
-
-    def _plan(self) -> tuple[Any, ...]:
+    def _plan(self, rng: Optional[np.random.Generator] = None) -> tuple[Any, ...]:
         """This epoch's rows, shuffled: next_item (order,); others (order, cut, query positions or None when
-        there is one query slot), row r being sample r % samples_per_user of sequence r // samples_per_user."""
-        rng = np.random.default_rng(self.seed + self.epoch_index)
-        self.epoch_index += 1
+        there is one query slot), row r being sample r % samples_per_user of sequence r // samples_per_user.
+        Draws from `rng` when given (the streamed sampler's blocks), else from the next epoch's seed."""
+        if rng is None:
+            rng = np.random.default_rng(self.seed + self.epoch_index)
+            self.epoch_index += 1
         if self._windows is not None:
             return (_shuffled(rng, len(self._windows[0])),)
         n_h = self.query_slots
@@ -260,3 +281,185 @@ class SequenceSampler:
         """One epoch: see the class docstring (rows shuffled, reproducibly per epoch)."""
         plan = self._plan()
         return self._rows(plan, np.arange(len(plan[0])))
+
+
+class _RowBuffer:
+    """Training rows (arrays with a common first axis) waiting to be batched; `take` draws rows at random."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        self.size = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes allocated (the capacity, not only the rows held)."""
+        return sum(a.nbytes for a in self.arrays.values())
+
+    def add(self, rows: dict[str, np.ndarray]) -> None:
+        """Appends `rows` (growing the arrays when full)."""
+        m = len(next(iter(rows.values())))
+        cap = len(next(iter(self.arrays.values()))) if self.arrays else 0
+        if self.size + m > cap:
+            new = max(2 * cap, self.size + m, 1024)
+            for k, v in rows.items():
+                grown = np.empty((new,) + v.shape[1:], v.dtype)
+                if k in self.arrays:
+                    grown[:self.size] = self.arrays[k][:self.size]
+                self.arrays[k] = grown
+        for k, v in rows.items():
+            self.arrays[k][self.size:self.size + m] = v
+        self.size += m
+
+    def take(self, rng: np.random.Generator, k: int) -> dict[str, np.ndarray]:
+        """k rows drawn at random without replacement (removed; the last rows move into the holes)."""
+        idx = rng.choice(self.size, k, replace=False)
+        out = {key: a[idx] for key, a in self.arrays.items()}
+        keep = self.size - k
+        holes = idx[idx < keep]
+        tail = np.setdiff1d(np.arange(keep, self.size), idx, assume_unique=True)
+        for a in self.arrays.values():
+            a[holes] = a[tail]
+        self.size = keep
+        return out
+
+
+def _take_sequences(pool: list[np.ndarray], rng: np.random.Generator, k: int) -> list[np.ndarray]:
+    """k sequences drawn at random without replacement from `pool` (removed by swapping in the last)."""
+    idx = np.sort(rng.choice(len(pool), k, replace=False))[::-1].tolist()
+    out = [pool[i] for i in idx]
+    for i in idx:  # descending: the last element is never one still to be taken
+        pool[i] = pool[-1]
+        pool.pop()
+    return out
+
+
+class StreamedSampler(_RowShape):
+    """Draws each epoch's rows from sequences streamed through bounded shuffle buffers (never all held).
+
+    Each epoch (seed + epoch index): the sequences are read in blocks
+    (`inputs.sequence_chunks`: the shards of `RecordSequences` in a fresh order,
+    or blocks of packed sequences), those with 2 or more items enter a buffer
+    of `buffer` sequences; groups of `draw` sequences drawn at random from it
+    become their rows (`SequenceSampler` on the group: the same windows / cuts
+    per sequence as in memory), which enter a buffer of `buffer` rows; batches
+    are drawn at random from that. At the end both buffers drain. Per epoch:
+    the same rows per sequence as `SequenceSampler` (next_item: the same
+    multiset of windows; others: `samples_per_user` cuts per sequence from
+    the same distribution) and the same number of rows and batches; only the
+    order differs.
+
+    Args:
+      sequences: `RecordSequences` (streamed from the shards) or sequences in memory.
+      settings: the train section (as `SequenceSampler`).
+      seed: base seed; epoch k uses seed + k.
+      mode: overrides `settings.sampling`.
+      buffer: sequences (and rows) in the shuffle buffers; default `settings.stream_shuffle_buffer`.
+      draw: sequences turned into rows at a time.
+
+    Raises:
+      ValueError: unknown mode, a buffer < 1, or no sequence has 2 or more items.
+    """
+
+    def __init__(self, sequences: TrainingSequences, settings: TrainConfig, seed: int = 0,
+                 mode: str | None = None, buffer: Optional[int] = None, draw: int = 256) -> None:
+        self.mode = mode or settings.sampling
+        if self.mode not in MODES:
+            raise ValueError(f"sampling mode must be one of {MODES}, got {self.mode!r}")
+        self.buffer = settings.stream_shuffle_buffer if buffer is None else buffer
+        if self.buffer < 1:
+            raise ValueError(f"the streamed sampler needs a shuffle buffer of >= 1 sequences "
+                             f"(train.stream_shuffle_buffer), got {self.buffer}")
+        if draw < 1:
+            raise ValueError(f"draw must be >= 1, got {draw}")
+        self.source = sequences if isinstance(sequences, RecordSequences) else as_packed(sequences)
+        self.s, self.seed, self.epoch_index, self.draw = settings, seed, 0, draw
+        self.max_len = settings.max_len
+        hist = length_counts(self.source)
+        lengths = np.arange(len(hist), dtype=np.int64)
+        kept = np.where(lengths >= 2, hist, 0)
+        self._num_sequences = int(kept.sum())
+        if not self._num_sequences:
+            raise ValueError("no training sequence has 2 or more items")
+        self._mean_length = float((kept * lengths).sum() / self._num_sequences)
+        if self.mode == "next_item":
+            per_seq = -(-np.maximum(lengths - 1, 0) // self.max_len)
+            self._rows_per_epoch = int((kept * per_seq).sum())
+            self._max_rows_per_sequence = int(per_seq[kept > 0].max())
+        else:
+            per_user = 1 if self.mode == "official" else settings.samples_per_user
+            self._rows_per_epoch = self._num_sequences * per_user
+            self._max_rows_per_sequence = per_user
+
+    @property
+    def num_sequences(self) -> int:
+        """Training sequences sampled from (those with 2 or more items)."""
+        return self._num_sequences
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Rows per epoch (the same as `SequenceSampler`'s on the same sequences)."""
+        return self._rows_per_epoch
+
+    @property
+    def memory_nbytes(self) -> int:
+        """About the bytes the sampler holds during an epoch, whatever the number of interactions: the
+        sequence buffer (plus a block being read and a group being drawn) and the row buffer (at most twice
+        `buffer` + a batch + a group's rows, as it grows by doubling), plus the per-item and per-length counts
+        of `RecordSequences`."""
+        read_block = getattr(self.source, "batch_size", 512)
+        sequences = (self.buffer + self.draw + read_block) * (self._mean_length * 4 + 112)
+        n_h, n_t, w = self.query_slots, self.target_slots, self.max_len
+        row = 2 * w * 4 if self.mode == "next_item" else w * 4 + n_h * 4 + n_t * 4 + n_h * n_t
+        rows = 2 * (self.buffer + self.s.batch_size + self.draw * self._max_rows_per_sequence) * row
+        counts = getattr(self.source, "item_counts", np.zeros(0)).nbytes + length_counts(self.source).nbytes
+        return int(sequences + rows + counts)
+
+    def _group_rows(self, group: list[np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """The rows of these sequences for this epoch (shuffled among themselves), as `SequenceSampler` makes them."""
+        sub = SequenceSampler(PackedSequences.from_arrays(group), self.s, mode=self.mode)
+        plan = sub._plan(rng)
+        return sub._rows(plan, np.arange(len(plan[0])))
+
+    def epoch_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """One epoch in batches of `batch_size` rows (the last may be smaller), as `SequenceSampler.epoch_batches`."""
+        rng = np.random.default_rng(self.seed + self.epoch_index)
+        self.epoch_index += 1
+        n = self.buffer
+        pool: list[np.ndarray] = []
+        rows = _RowBuffer()
+        for block in sequence_chunks(self.source, rng):
+            pool.extend(block[i].copy() for i in np.flatnonzero(block.lengths >= 2).tolist())
+            while len(pool) >= n + self.draw:
+                rows.add(self._group_rows(_take_sequences(pool, rng, self.draw), rng))
+                while rows.size >= n + batch_size:
+                    yield rows.take(rng, batch_size)
+        while pool:
+            rows.add(self._group_rows(_take_sequences(pool, rng, min(self.draw, len(pool))), rng))
+            while rows.size >= n + batch_size:
+                yield rows.take(rng, batch_size)
+        while rows.size:
+            yield rows.take(rng, min(batch_size, rows.size))
+
+    def epoch(self) -> dict[str, np.ndarray]:
+        """One epoch's rows at once (tests and small data: it holds the epoch)."""
+        batches = list(self.epoch_batches(max(self.s.batch_size, 1)))
+        return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+Sampler = Union[SequenceSampler, StreamedSampler]
+
+
+def make_sampler(sequences: TrainingSequences, settings: TrainConfig, seed: int = 0,
+                 mode: str | None = None) -> Sampler:
+    """The sampler `settings.stream_shuffle_buffer` selects: 0 = `SequenceSampler` (exact, in memory;
+    `RecordSequences` are packed first), N > 0 = `StreamedSampler` with buffers of N.
+
+    Raises:
+      ValueError: a negative `stream_shuffle_buffer`, or as the samplers.
+    """
+    n = settings.stream_shuffle_buffer
+    if n < 0:
+        raise ValueError(f"train.stream_shuffle_buffer must be 0 (exact, in memory) or N > 0 (streamed), got {n}")
+    if n > 0:
+        return StreamedSampler(sequences, settings, seed=seed, mode=mode)
+    return SequenceSampler(sequences, settings, seed=seed, mode=mode)

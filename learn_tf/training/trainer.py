@@ -21,8 +21,9 @@ from learn_tf.models.catalogue import Catalogue, TowerScorer, UnknownItemError, 
 from learn_tf.models.retrieval_model import RetrievalModel
 from learn_tf.models.task import resolve_negatives
 from learn_tf.training.distribute import distributed_towers, worker_output_dir
-from learn_tf.training.inputs import SequencesLike, as_packed
-from learn_tf.training.sampler import SequenceSampler
+from learn_tf.training.inputs import (RecordSequences, SequencesLike, TrainingSequences, as_packed,
+                                      as_training_sequences, item_counts)
+from learn_tf.training.sampler import Sampler, make_sampler
 from learn_tf.training.schedule import WarmupCosine
 from learn_tf.utils.io import atomic_path, write_json
 
@@ -51,13 +52,13 @@ class TrainResult:
 COLD_RIDGE_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
-def item_log_frequencies(sequences: SequencesLike, num_items: int) -> np.ndarray:
+def item_log_frequencies(sequences: TrainingSequences, num_items: int) -> np.ndarray:
     """[N + 1] log of each item index's share of training interactions (add-one smoothed)."""
-    counts = np.bincount(as_packed(sequences).values, minlength=num_items + 1).astype(np.float64) + 1.0
+    counts = item_counts(sequences, num_items).astype(np.float64) + 1.0
     return np.log(counts / counts.sum()).astype(np.float32)
 
 
-def epoch_dataset(sampler: SequenceSampler, batch_size: int) -> tf.data.Dataset:
+def epoch_dataset(sampler: Sampler, batch_size: int) -> tf.data.Dataset:
     """Batches of a fresh epoch (`sampler.epoch_batches`) each time the dataset is iterated; rows are
     filled a batch at a time, so memory holds the packed sequences, never the epoch's arrays."""
     n_t, n_h = sampler.target_slots, sampler.query_slots
@@ -83,7 +84,7 @@ class TrainingSetup:
     """The compiled model, its sampler and dataset, as `train` runs them (also used by benchmarks)."""
 
     model: RetrievalModel
-    sampler: SequenceSampler
+    sampler: Sampler
     dataset: tf.data.Dataset
     steps_per_epoch: int
 
@@ -96,10 +97,9 @@ def negatives_mode(settings: TrainConfig, num_items: int, sampling: Optional[str
     return resolve_negatives(settings.negatives, num_items, settings.full_softmax_max_items)
 
 
-def seen_items(train_sequences: SequencesLike, num_items: int) -> np.ndarray:
+def seen_items(train_sequences: TrainingSequences, num_items: int) -> np.ndarray:
     """[N + 1] bool: item indices that occur in training (the only items trained as candidates)."""
-    seen = np.zeros(num_items + 1, bool)
-    seen[as_packed(train_sequences).values] = True
+    seen = item_counts(train_sequences, num_items) > 0
     seen[0] = False
     return seen
 
@@ -115,7 +115,7 @@ def _optimizer(settings: TrainConfig, steps_per_epoch: int, epochs: int) -> tf.k
     return tf.keras.optimizers.Adam(learning_rate=lr, **clip)
 
 
-def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: SequencesLike,
+def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: TrainingSequences,
                      settings: TrainConfig, sampling: Optional[str] = None,
                      epochs: Optional[int] = None) -> TrainingSetup:
     """Seeds, builds the sampler, optimizer, logQ table and the compiled `RetrievalModel`.
@@ -132,11 +132,11 @@ def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequenc
         for another catalogue size.
     """
     check_towers_fit(towers, catalogue, "build them on this catalogue (jobs.build_towers)")
-    train_sequences = as_packed(train_sequences)
+    train_sequences = as_training_sequences(train_sequences)
     check_sequences(train_sequences, len(catalogue))
     tf.keras.utils.set_random_seed(settings.seed)
     sampling = sampling or settings.sampling
-    sampler = SequenceSampler(train_sequences, settings, seed=settings.seed, mode=sampling)
+    sampler = make_sampler(train_sequences, settings, seed=settings.seed, mode=sampling)  # stream_shuffle_buffer
     steps = math.ceil(sampler.samples_per_epoch / settings.batch_size)
     seen = seen_items(train_sequences, len(catalogue))
     if hasattr(towers, "zero_ids"):
@@ -152,12 +152,16 @@ def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequenc
     return TrainingSetup(model, sampler, epoch_dataset(sampler, settings.batch_size), steps)
 
 
-def check_sequences(train_sequences: SequencesLike, num_items: int) -> None:
-    """Every training index must be a catalogue item (1..num_items); 0 / padding inside a sequence is an error.
+def check_sequences(train_sequences: TrainingSequences, num_items: int) -> None:
+    """Every training index must be a catalogue item (1..num_items); 0 / padding inside a sequence is an error
+    (`RecordSequences`: their reader already mapped every item through the catalogue).
 
     Raises:
       UnknownItemError: naming the sequence (row) and the bad index.
     """
+    if isinstance(train_sequences, RecordSequences):
+        item_counts(train_sequences, num_items)  # read with this catalogue's size
+        return
     packed = as_packed(train_sequences)
     bad = (packed.values < 1) | (packed.values > num_items)
     if bad.any():
@@ -318,7 +322,7 @@ def _train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: Sequen
       ValueError: a validation history is empty (naming the row and user).
     """
     t0 = time.time()
-    train_sequences = as_packed(train_sequences)
+    train_sequences = as_training_sequences(train_sequences)  # RecordSequences stay streamed
     check_cases(catalogue, val_cases, settings.max_len)
     if settings.pretrain_epochs and settings.sampling == "next_item":
         stage = prepare_training(towers, catalogue, train_sequences, settings, sampling="dense",
