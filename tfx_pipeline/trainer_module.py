@@ -53,7 +53,7 @@ def run_fn(fn_args: "tfx.components.FnArgs") -> None:
         _run_cllm4rec(fn_args, sections.cllm4rec, sections.template)
         return
     data = _training_data.load_streamed_data(cc["item_embeddings_uri"], cc["split_uri"], cc["sequences_uri"],
-                                             "validation")
+                                             "validation", stream=sections.train.stream_shuffle_buffer > 0)
     catalogue = data["catalogue"]
     vocab = _tft.TFTransformOutput(fn_args.transform_output).vocabulary_by_name("item_id")
     outside = {v.decode() if isinstance(v, bytes) else v for v in vocab} - set(catalogue.item_ids)

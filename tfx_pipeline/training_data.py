@@ -19,7 +19,7 @@ from tfx_pipeline import data_io
 
 
 def load_streamed_data(embeddings_uri: str, split_uri: str, sequences_uri: str, case_split: str,
-                       sequences: bool = True) -> dict[str, Any]:
+                       sequences: bool = True, stream: bool = False) -> dict[str, Any]:
     """What the Trainer and the Evaluator read, without reading the interactions into memory.
 
     The training sequences stream from the SequenceGen shards (`tf.data`, catalogue
@@ -33,6 +33,8 @@ def load_streamed_data(embeddings_uri: str, split_uri: str, sequences_uri: str, 
       case_split: "validation" (the Trainer's early stopping) or "test".
       sequences: read the training sequences (False: the cases only, e.g. an Evaluator without the
         popularity baseline).
+      stream: keep the training sequences streamed (`RecordSequences`, `train.stream_shuffle_buffer` > 0)
+        instead of packed in memory.
 
     Returns:
       {"items", "catalogue", "content", "sequences" (None unless read), "embedding_manifest", "cases",
@@ -42,7 +44,7 @@ def load_streamed_data(embeddings_uri: str, split_uri: str, sequences_uri: str, 
     ids, matrix, manifest = load_embeddings(os.path.join(embeddings_uri, data_io.EMBEDDINGS_SUBDIR))
     counts = sequence_examples.ReadCounts()
     if sequences:
-        catalogue, content, packed = training_inputs(items, sequences_uri, ids, matrix, counts=counts)
+        catalogue, content, packed = training_inputs(items, sequences_uri, ids, matrix, counts=counts, stream=stream)
     else:
         catalogue = Catalogue(np.sort(items["item_id"].astype(str).to_numpy()))
         content, packed = catalogue.align(ids, matrix), None

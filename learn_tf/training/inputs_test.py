@@ -5,6 +5,7 @@ import os
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -187,3 +188,25 @@ def test_stream_shuffle_buffer_is_validated(tmp_path):
         path.write_text(text.replace("\ntrain:\n", f"\ntrain:\n  stream_shuffle_buffer: {bad}\n", 1))
         with pytest.raises(ConfigError, match=r"key 'train.stream_shuffle_buffer' " + message):
             load_config(str(path))
+
+
+def test_model_trains_on_streamed_shards(shards):
+    from learn_tf.models.towers import LearnTowers
+    from learn_tf.training.jobs import training_inputs
+    from learn_tf.training.trainer import prepare_training
+
+    directory, seqs = shards
+    items = pd.DataFrame({"item_id": ITEMS})
+    content = np.random.default_rng(0).normal(size=(len(ITEMS), 8)).astype(np.float32)
+    catalogue, aligned, records = training_inputs(items, directory, np.array(ITEMS), content, stream=True)
+    assert isinstance(records, RecordSequences) and len(records) == len(seqs)
+    tf.keras.utils.set_random_seed(0)
+    towers = LearnTowers(len(catalogue), 8, d_model=16, num_layers=1, num_heads=2, ff_dim=32, out_dim=8,
+                         dropout=0.0, max_len=6, content_table=aligned)
+    settings = TrainConfig(sampling="next_item", negatives="sampled", num_sampled_negatives=16, max_len=6,
+                           batch_size=16, epochs=2, stream_shuffle_buffer=8)
+    setup = prepare_training(towers, catalogue, records, settings)
+    assert isinstance(setup.sampler, StreamedSampler)
+    assert setup.steps_per_epoch == -(-SequenceSampler(seqs, settings).samples_per_epoch // 16)
+    history = setup.model.fit(setup.dataset, epochs=2, verbose=0).history["loss"]
+    assert len(history) == 2 and all(np.isfinite(history))

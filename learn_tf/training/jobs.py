@@ -15,7 +15,7 @@ from learn_tf.config import Config, ModelConfig, TrainConfig
 from learn_tf.data.sequence_examples import ReadCounts
 from learn_tf.models.catalogue import Catalogue
 from learn_tf.models.towers import ContentDimError, LearnTowers, SASRecTowers
-from learn_tf.training.inputs import PackedSequences, sequences_from_records, sequences_from_split
+from learn_tf.training.inputs import PackedSequences, RecordSequences, sequences_from_records, sequences_from_split
 from learn_tf.training.trainer import train
 from learn_tf.utils.io import atomic_open, write_json
 
@@ -26,7 +26,8 @@ WEIGHTS = "weights"
 
 
 def training_inputs(items: pd.DataFrame, train: Union[pd.DataFrame, str], ids: np.ndarray, matrix: np.ndarray,
-                    counts: Optional[ReadCounts] = None) -> tuple[Catalogue, np.ndarray, PackedSequences]:
+                    counts: Optional[ReadCounts] = None, stream: bool = False
+                    ) -> tuple[Catalogue, np.ndarray, Union[PackedSequences, RecordSequences]]:
     """The catalogue (sorted item ids), its aligned content matrix and the users' training index sequences.
 
     Args:
@@ -36,6 +37,8 @@ def training_inputs(items: pd.DataFrame, train: Union[pd.DataFrame, str], ids: n
         (streamed with tf.data, the TFX Trainer; `learn_tf.data.sequence_examples`).
       ids, matrix: the item embeddings (ids [N], matrix [N, D]).
       counts: filled with what the streamed reader read (records, sequences, users without training items).
+      stream: shards only: `RecordSequences` (counted, read again each epoch; `train.stream_shuffle_buffer` > 0)
+        instead of packing every sequence in memory.
 
     Raises:
       ValueError: a catalogue item has no embedding. UnknownItemError / SequenceRecordError: a training
@@ -44,7 +47,8 @@ def training_inputs(items: pd.DataFrame, train: Union[pd.DataFrame, str], ids: n
     catalogue = Catalogue(np.sort(items["item_id"].astype(str).to_numpy()))
     content = catalogue.align(ids, matrix)
     if isinstance(train, str):
-        sequences = sequences_from_records(train, catalogue, counts=counts)
+        sequences = (RecordSequences(train, catalogue, counts=counts) if stream
+                     else sequences_from_records(train, catalogue, counts=counts))
     else:
         sequences = sequences_from_split(train, catalogue)
     return catalogue, content, sequences
