@@ -16,7 +16,9 @@ Where this differs from TF Serving: requests whose inputs differ past dimension 
 (e.g. history widths) go to different queues instead of failing the batch, and a
 merged batch that fails (one row with k above max_k, say) is re-run request by
 request, so one bad request never fails the others. Every task's future is
-always completed (result or error): callers never hang.
+always completed (result or error): callers never hang. When requests arrive
+one at a time, a lone waiting request computes its row early, on an idle run
+slot, and still answers only when its batch closes (see `BatchScheduler`).
 """
 
 from __future__ import annotations
@@ -110,8 +112,10 @@ class _Task:
     inputs: Mapping[str, np.ndarray]
     size: int
     future: Optional[Future] = None  # submit(): completed by whoever runs the batch
+    wake: Optional[Any] = None  # execute(): a held lock its waiting caller blocks on; released to wake it
     outputs: Optional[Outputs] = None
     error: Optional[BaseException] = None
+    early: bool = False  # outputs or error come from an early run of the task alone (see BatchScheduler)
     done: bool = False
 
 
@@ -127,13 +131,13 @@ class _Batch:
     queue: _Queue
     opened: float
     lead: threading.Condition  # its driver waits here (full, timeout, a free run slot)
-    finished: threading.Condition  # its other callers wait here (results, or leadership handed to them)
     tasks: list[_Task] = field(default_factory=list)
     size: int = 0
     full: bool = False  # no task joins any more
     picked: bool = False  # out of its queue: holds a run slot, running or run
     due: bool = False  # in the scheduler's list of batches waiting for a run slot
     driver: Any = None  # the _Task whose caller runs it, _POOL, or None (waits for a scheduler thread)
+    slotless: bool = False  # picked with every task run early: completed without taking a run slot
 
 
 class BatchScheduler:
@@ -149,16 +153,30 @@ class BatchScheduler:
     `submit(key, run, inputs)` is the same for callers that do not wait: it returns a Future, and
     the scheduler's `num_batch_threads` threads lead the batches nobody waits on. `stats` counts
     batches and tasks (for tests and benchmarks).
+
+    Early run of a lone task (`early_run`, on by default): when a waiting caller's batch still holds
+    only its task `early_run_micros` after it opened (default a quarter of `batch_timeout_micros`),
+    the scheduler is idle (no batch running or due) and the last batch it ran held one task too
+    (requests arrive one at a time, so a batch rarely forms), the caller runs its task alone at once,
+    on a run slot, while the batch keeps waiting: tasks still join it until it closes as usual, and
+    then only their rows run. The early caller gets exactly the unbatched result, no sooner than its
+    batch closes, so a lone request still waits `batch_timeout_micros`; what changes is that its
+    computation happens right after it arrived, while the process's threads and caches are warm,
+    instead of after the idle wait.
     """
 
-    def __init__(self, params: BatchingParameters) -> None:
+    def __init__(self, params: BatchingParameters, early_run: bool = True,
+                 early_run_micros: Optional[int] = None) -> None:
         self.params = params
+        self.early_run = early_run
+        self.early_run_micros = params.batch_timeout_micros // 4 if early_run_micros is None else early_run_micros
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # scheduler threads wait here for batches to lead
         self._queues: dict[Hashable, _Queue] = {}
         self._detached: collections.deque[_Batch] = collections.deque()  # batches without a driver yet
         self._due: list[_Batch] = []  # due batches waiting for a run slot, oldest first
         self._free_slots = params.num_batch_threads
+        self._last_lone = True  # the last batch run held one task: requests are arriving one at a time
         self._stopped = False
         self.stats = collections.Counter()
         self._threads = [threading.Thread(target=self._loop, name=f"serving-batch-{i}", daemon=True)
@@ -178,7 +196,8 @@ class BatchScheduler:
             `timeout` seconds (a task whose batch has not started yet leaves it). Errors of `run`
             are raised as they are.
         """
-        task = _Task(inputs, self._task_size(inputs))
+        task = _Task(inputs, self._task_size(inputs), wake=threading.Lock())
+        task.wake.acquire()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             batch = self._enqueue(key, run, task)
@@ -186,19 +205,18 @@ class BatchScheduler:
                 if batch in self._detached:
                     self._detached.remove(batch)
                 batch.driver = task
-            while not task.done:
-                if batch.driver is task and not batch.picked:
-                    if not self._await_turn(batch, deadline):
-                        self._leave(batch, task)
-                        raise _deadline(timeout)
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    if not batch.picked:
-                        self._leave(batch, task)
-                    raise _deadline(timeout)
-                batch.finished.wait(remaining)
-        if not task.done:  # this caller holds the batch's run slot
+            leads = self._lead_or_wait(batch, task, deadline, timeout)
+        while not leads:
+            # Blocks on the task's own lock, not the scheduler's: whoever completes the batch (or hands this
+            # caller its lead) releases it, and a completed caller returns without taking the scheduler's lock.
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is None or remaining > 0:
+                task.wake.acquire(timeout=-1 if remaining is None else remaining)
+            if task.done:
+                break
+            with self._lock:
+                leads = self._lead_or_wait(batch, task, deadline, timeout)
+        if leads:  # this caller holds the batch's run slot
             self._run_batch(batch)
         if task.error is not None:
             raise task.error
@@ -219,6 +237,26 @@ class BatchScheduler:
                 self._detached.append(batch)
                 self._cond.notify()
         return task.future
+
+    def _lead_or_wait(self, batch: _Batch, task: _Task, deadline: Optional[float], timeout: Optional[float]) -> bool:
+        """(Lock held.) True when `task`'s caller now holds `batch`'s run slot; False: wait (or done).
+
+        Raises:
+          RequestError: DEADLINE_EXCEEDED once `deadline` has passed (a task whose batch has not started
+            leaves it).
+        """
+        if task.done:
+            return False
+        if batch.driver is task and not batch.picked:
+            if not self._await_turn(batch, deadline):
+                self._leave(batch, task)
+                raise _deadline(timeout)
+            return True
+        if deadline is not None and deadline - time.monotonic() <= 0:
+            if not batch.picked:
+                self._leave(batch, task)
+            raise _deadline(timeout)
+        return False
 
     def stop(self, timeout: float = 5.0) -> None:
         """Refuses new tasks, runs the queued ones, and waits up to `timeout` s for the scheduler threads."""
@@ -264,7 +302,7 @@ class BatchScheduler:
                                    f"is {self.params.max_enqueued_batches}")
             if tail is not None:
                 self._close(tail)
-            tail = _Batch(queue, time.monotonic(), threading.Condition(self._lock), threading.Condition(self._lock))
+            tail = _Batch(queue, time.monotonic(), threading.Condition(self._lock))
             queue.batches.append(tail)
         tail.tasks.append(task)
         tail.size += task.size
@@ -285,10 +323,16 @@ class BatchScheduler:
         due batch first. Returns False, still queued, when `deadline` passes first.
         """
         timeout_s = self.params.batch_timeout_micros / 1e6
+        early_s = self.early_run_micros / 1e6
         while True:
             now = time.monotonic()
             wait: Optional[float] = None
             if batch.full or self._stopped or now >= batch.opened + timeout_s:
+                if batch.tasks and all(t.early for t in batch.tasks):  # nothing left to run: no slot needed
+                    self._undue(batch)
+                    self._pick(batch)
+                    batch.slotless = True
+                    return True
                 if not batch.due:
                     batch.due = True
                     bisect.insort(self._due, batch, key=lambda b: b.opened)
@@ -300,6 +344,11 @@ class BatchScheduler:
                     if self._free_slots > 0 and self._due:
                         self._due[0].lead.notify()
                     return True
+            elif self._may_run_early(batch):
+                if now >= batch.opened + early_s:
+                    self._run_early(batch)
+                    continue
+                wait = batch.opened + early_s - now
             else:
                 wait = batch.opened + timeout_s - now
             if deadline is not None:
@@ -308,6 +357,28 @@ class BatchScheduler:
                     return False
                 wait = deadline - now if wait is None else min(wait, deadline - now)
             batch.lead.wait(wait)
+
+    def _may_run_early(self, batch: _Batch) -> bool:
+        """Whether `batch`'s waiting driver may run its task alone now (see the class docstring)."""
+        task = batch.driver
+        return (self.early_run and self._last_lone and isinstance(task, _Task) and not task.early
+                and len(batch.tasks) == 1 and batch.tasks[0] is task and not self._due
+                and self._free_slots == self.params.num_batch_threads)
+
+    def _run_early(self, batch: _Batch) -> None:
+        """(Lock held, released meanwhile.) Runs the driver's task alone on a run slot; the batch stays open."""
+        task = batch.driver
+        task.early = True
+        self._free_slots -= 1
+        self.stats["early_runs"] += 1
+        self._lock.release()
+        try:
+            _run_alone(batch.queue.run, task)
+        finally:
+            self._lock.acquire()
+            self._free_slots += 1
+            if self._due:
+                self._due[0].lead.notify()
 
     def _undue(self, batch: _Batch) -> None:
         """Takes `batch` off the list of due batches (the next one may take a free slot)."""
@@ -334,7 +405,7 @@ class BatchScheduler:
         waiting = [t for t in batch.tasks if t.future is None]
         if waiting:  # another caller of the batch leads it
             batch.driver = waiting[0]
-            batch.finished.notify_all()
+            _wake(waiting[0])
         elif batch.tasks:  # only tasks nobody waits on: the scheduler threads lead it
             batch.driver = None
             self._detached.append(batch)
@@ -367,8 +438,9 @@ class BatchScheduler:
         tasks = batch.tasks
         retried = False
         try:
-            if tasks:
-                retried = self._compute(batch.queue.run, tasks, batch.size)
+            todo = [t for t in tasks if not t.early]
+            if todo:
+                retried = self._compute(batch.queue.run, todo, sum(t.size for t in todo))
         except BaseException as e:  # noqa: BLE001 - every task must be completed, whatever happens
             _log.exception("batch of %d task(s) failed unexpectedly", len(tasks))
             for t in tasks:
@@ -382,13 +454,16 @@ class BatchScheduler:
                 self.stats["split_retries"] += int(retried)
                 for t in tasks:
                     t.done = True
-                batch.finished.notify_all()
-                self._free_slots += 1
+                self._last_lone = len(tasks) == 1
+                if not batch.slotless:
+                    self._free_slots += 1
                 if self._due:
                     self._due[0].lead.notify()
-            for t in tasks:
+            for t in tasks:  # outside the scheduler's lock: the callers woken do not queue for it
                 if t.future is not None:
                     _complete(t)
+                elif t.wake is not None:
+                    _wake(t)
 
     @staticmethod
     def _compute(run: RunFn, tasks: list[_Task], size: int) -> bool:
@@ -419,6 +494,14 @@ def _run_alone(run: RunFn, task: _Task) -> None:
         task.outputs = run(task.inputs)
     except Exception as e:  # noqa: BLE001 - the caller receives the error
         task.error = e
+
+
+def _wake(task: _Task) -> None:
+    """Wakes `task`'s waiting caller (at most one wake-up stays pending)."""
+    try:
+        task.wake.release()
+    except RuntimeError:  # already released: the caller has a wake-up pending
+        pass
 
 
 def _complete(task: _Task) -> None:

@@ -1,14 +1,17 @@
 """Server-side batching: parameters file, merge and split, full queue, isolation of bad requests, both APIs.
 
-No test depends on timing: batches close because they are full (timeouts are set far above any run
-time) and waits are on events and futures with generous deadlines.
+No test depends on timing (one checks only that a lone request waits at least its timeout): batches
+close because they are full (timeouts are set far above any run time) and waits are on events and
+futures with generous deadlines.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
@@ -24,8 +27,9 @@ import serving.predictor
 from serving.batching import BatchingParameters, BatchScheduler, read_batching_parameters
 from serving.layout import write_models_config
 from serving.rest import http_status
+from serving.servable import load_servable
 from serving.server import ModelServer, batching_from_flags
-from serving.tensor_codec import RequestError
+from serving.tensor_codec import RequestError, run_signature
 from serving.testing import MODEL, Stubs, request, wait_for
 
 WAIT = 120  # seconds: generous deadlines for a busy machine; nothing sleeps
@@ -370,3 +374,80 @@ def test_server_batches_run_on_request_threads_of_the_real_model(batching_server
         assert len(threads) == 1 and not threads[0].startswith("serving-batch")
     finally:
         st.channel.close()
+
+
+def _toy_run(base: str) -> Any:
+    servable = load_servable(MODEL, 1, os.path.join(base, MODEL, "1"))
+    return functools.partial(run_signature, "serving_default", servable.signatures["serving_default"])
+
+
+def test_an_early_run_gives_the_unbatched_and_the_batched_results(base: str) -> None:
+    run = _toy_run(base)
+    rows = [{"x": np.array([[1, 2, 3]], np.float32), "k": np.array([1], np.int32)},
+            {"x": np.array([[4, 5, 6]], np.float32), "k": np.array([2], np.int32)}]
+    unbatched = [run(r) for r in rows]
+    merged = run({n: np.concatenate([r[n] for r in rows]) for n in rows[0]})
+    calls: list[int] = []
+
+    def counted(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(len(inputs["x"]))
+        return run(inputs)
+
+    s = BatchScheduler(BatchingParameters(max_batch_size=2, batch_timeout_micros=600_000_000, num_batch_threads=1),
+                       early_run_micros=0)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            a = pool.submit(s.execute, "q", counted, rows[0], WAIT)
+            wait_for(lambda: calls == [1], what="the early run")  # alone on an idle scheduler: runs at once
+            assert not a.done()  # ... but still waits for its batch to close
+            b = pool.submit(s.execute, "q", counted, rows[1], WAIT)  # joins the batch and fills it
+            got = [a.result(timeout=WAIT), b.result(timeout=WAIT)]
+        assert calls == [1, 1]  # only b's row ran when the batch closed
+        assert s.stats["early_runs"] == 1 and s.stats["batches"] == 1 and s.stats["tasks"] == 2
+        for i in range(2):
+            assert sorted(got[i]) == sorted(unbatched[i])
+            for name in unbatched[i]:
+                np.testing.assert_array_equal(got[i][name], unbatched[i][name])
+                np.testing.assert_array_equal(got[i][name], merged[name][i:i + 1])
+    finally:
+        s.stop()
+
+
+def test_a_lone_task_run_early_still_waits_the_batch_timeout() -> None:
+    s = BatchScheduler(BatchingParameters(max_batch_size=8, batch_timeout_micros=50_000, num_batch_threads=1),
+                       early_run_micros=0)
+    calls: list[int] = []
+    try:
+        t0 = time.monotonic()
+        assert s.execute("q", _recording_run(calls), {"x": np.array([3])}, timeout=WAIT)["y"].tolist() == [6]
+        assert time.monotonic() - t0 >= 0.05  # no answer before the batch closes, as without the early run
+        with pytest.raises(RequestError, match="x must be <= 100") as e:  # an early error is the caller's error
+            s.execute("q", _recording_run(calls), {"x": np.array([101])}, timeout=WAIT)
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert calls == [1, 1] and s.stats["early_runs"] == 2 and s.stats["batches"] == 2
+    finally:
+        s.stop()
+    off = BatchScheduler(BatchingParameters(max_batch_size=8, batch_timeout_micros=1000, num_batch_threads=1),
+                         early_run=False)
+    try:
+        assert off.execute("q", _recording_run(calls), {"x": np.array([3])}, timeout=WAIT)["y"].tolist() == [6]
+        assert off.stats["early_runs"] == 0
+    finally:
+        off.stop()
+
+
+def test_full_queue_is_unavailable_while_an_early_task_waits() -> None:
+    s = BatchScheduler(BatchingParameters(max_batch_size=2, batch_timeout_micros=600_000_000, max_enqueued_batches=1,
+                                          num_batch_threads=1), early_run_micros=0)
+    calls: list[int] = []
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            a = pool.submit(s.execute, "q", _recording_run(calls), {"x": np.array([1])}, WAIT)
+            wait_for(lambda: calls == [1], what="the early run")
+            with pytest.raises(RequestError, match="is full") as e:  # does not fit a's batch; no room for another
+                s.execute("q", _recording_run(calls), {"x": np.array([1, 2])}, timeout=WAIT)
+            assert e.value.code == grpc.StatusCode.UNAVAILABLE
+            s.stop()  # closes a's batch: a gets its early result, nothing runs again
+            assert a.result(timeout=WAIT)["y"].tolist() == [2] and calls == [1]
+    finally:
+        s.stop()
