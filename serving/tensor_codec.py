@@ -9,6 +9,7 @@ errors; anything unexpected is INTERNAL (see `serving.services`).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence
 
@@ -17,7 +18,7 @@ import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -100,7 +101,9 @@ def tensor_from_proto(name: str, proto: Any, spec: tf.TensorSpec, max_elements: 
     dims = [d.size for d in proto.tensor_shape.dim]
     check_shape(name, dims, spec, max_elements)
     try:
-        value = tf.make_ndarray(proto)
+        value = _decode_exact(proto, dims)
+        if value is None:
+            value = tf.make_ndarray(proto)
     except Exception as e:  # ValueError / TypeError from values that do not fill the shape, etc.
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"input '{name}' is a malformed TensorProto: {e}") from e
@@ -108,6 +111,37 @@ def tensor_from_proto(name: str, proto: Any, spec: tf.TensorSpec, max_elements: 
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"input '{name}' is a malformed TensorProto: values do not fill shape {dims}")
     return value
+
+
+# dtype -> (array dtype, repeated field): decoded here when the values fill the shape exactly.
+_DECODE = {types_pb2.DT_FLOAT: (np.dtype(np.float32), "float_val"),
+           types_pb2.DT_DOUBLE: (np.dtype(np.float64), "double_val"),
+           types_pb2.DT_INT32: (np.dtype(np.int32), "int_val"),
+           types_pb2.DT_INT64: (np.dtype(np.int64), "int64_val"),
+           types_pb2.DT_BOOL: (np.dtype(np.bool_), "bool_val"),
+           types_pb2.DT_STRING: (np.dtype(object), "string_val")}
+
+
+def _decode_exact(proto: Any, dims: Sequence[int]) -> Optional[np.ndarray]:
+    """The array `tf.make_ndarray(proto)` returns, for the common dtypes whose values fill `dims` exactly.
+
+    None for anything else (other dtypes, too few or too many values): `tf.make_ndarray` then decides,
+    repeating a short list's last value or failing. Skips its per-call Python overhead (about 10 to
+    30 us a tensor), which every request pays.
+    """
+    entry = _DECODE.get(proto.dtype)
+    if entry is None:
+        return None
+    dtype, field = entry
+    count = math.prod(dims)
+    if proto.tensor_content:
+        if dtype.kind == "O" or len(proto.tensor_content) != count * dtype.itemsize:
+            return None
+        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(dims).copy()
+    values = getattr(proto, field)
+    if len(values) != count:
+        return None
+    return np.array(list(values) if dtype.kind == "O" else values, dtype=dtype).reshape(dims)
 
 
 _CONTENT_DTYPES = {np.dtype(np.float32): tf.float32, np.dtype(np.float64): tf.float64, np.dtype(np.int32): tf.int32,

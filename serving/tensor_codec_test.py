@@ -92,3 +92,27 @@ def test_tensor_proto_reads_back_as_tf_make_tensor_proto_does(value: np.ndarray)
     got, want = tf.make_ndarray(proto), tf.make_ndarray(reference)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("value", [
+    np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1.5, -2.0]), np.array([[1, 2]], np.int32),
+    np.array([7], np.int64), np.array([True, False]), np.array([[b"a", b"bc"]], dtype=object),
+    np.zeros((0, 3), np.float32), np.array([], dtype=object).reshape(1, 0), np.array([3], np.int32)])
+@pytest.mark.parametrize("layout", ["tensor_content", "typed field"])
+def test_tensor_from_proto_decodes_as_tf_make_ndarray_does(value: np.ndarray, layout: str) -> None:
+    from serving.tensor_codec import tensor_from_proto
+
+    p = tf.make_tensor_proto(value)
+    if layout == "typed field" and p.tensor_content:  # the same values in the dtype's repeated field
+        field = {tf.float32: "float_val", tf.float64: "double_val", tf.int32: "int_val", tf.int64: "int64_val",
+                 tf.bool: "bool_val"}[tf.as_dtype(p.dtype)]
+        p.ClearField("tensor_content")
+        getattr(p, field).extend(value.ravel().tolist())
+    spec = tf.TensorSpec([None] * value.ndim, tf.as_dtype(p.dtype))
+    got, want = tensor_from_proto("x", p, spec, 1 << 20), tf.make_ndarray(p)
+    assert got.dtype == want.dtype and got.shape == want.shape and got.tolist() == want.tolist()
+    short = tf.make_tensor_proto(value)  # fewer values than elements: TF repeats the last one
+    if value.size > 1 and not short.tensor_content:
+        del getattr(short, {tf.string: "string_val", tf.int32: "int_val"}.get(tf.as_dtype(short.dtype),
+                                                                                 "float_val"))[1:]
+        assert tensor_from_proto("x", short, spec, 1 << 20).tolist() == tf.make_ndarray(short).tolist()
