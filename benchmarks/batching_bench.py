@@ -12,7 +12,8 @@ It prints p50 / p99 latency, QPS, errors, the on/off throughput ratio and the p5
 that batching adds at concurrency 1, with `uptime` before and after.
 
 `--variant name=value,...` adds a third server with other parameters (e.g.
-`num_batch_threads=1`), measured in the same rounds; `--base DIR` keeps the
+`num_batch_threads=1`, or `early_run=0`: a lone request waits idle for the timeout, as before
+the early run of serving.batching), measured in the same rounds; `--base DIR` keeps the
 export in DIR and reuses it on the next run (the 1M export takes minutes).
 
 The client sends PredictRequests serialised once (`--client prebuilt`, the default since
@@ -120,7 +121,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1000, help="requests per measurement")
     p.add_argument("--rounds", type=int, default=2, help="alternating off/on rounds per concurrency")
     p.add_argument("--models", default=f"{RETRIEVAL_BF_MODEL},{RETRIEVAL_MODEL}")
-    p.add_argument("--variant", default="", help="name=value,... over the exported parameters: a third server")
+    p.add_argument("--variant", default="", help="name=value,... over the exported parameters (and early_run=0|1): "
+                   "a third server")
     p.add_argument("--base", default=None, help="keep (and reuse) the export here")
     p.add_argument("--json", default=None)
     p.add_argument("--server_args", default="",
@@ -144,11 +146,12 @@ def main() -> None:
             servers[batching] = make_channel(target)
         if args.variant:
             changes = {k: int(v) for k, v in (kv.split("=") for kv in args.variant.split(","))}
+            early_run = changes.pop("early_run", 1)  # not a BatchingParameters field: a server flag
             variant = dataclasses.replace(params, **changes)
             vfile = os.path.join(workdir, "variant.txt")
             with open(vfile, "w") as f:
                 f.write("".join(f"{k} {{ value: {v} }}\n" for k, v in dataclasses.asdict(variant).items()))
-            proc, target = _start(base, True, vfile, extra)
+            proc, target = _start(base, True, vfile, list(extra) + ([] if early_run else ["--no_batching_early_run"]))
             procs.append(proc)
             servers[args.variant] = make_channel(target)
         before = _uptime()

@@ -133,7 +133,8 @@ class _Batch:
     lead: threading.Condition  # its driver waits here (full, timeout, a free run slot)
     tasks: list[_Task] = field(default_factory=list)
     size: int = 0
-    full: bool = False  # no task joins any more
+    full: bool = False  # no task joins any more, and it is due
+    sealed: bool = False  # no task joins any more (its driver ran its task early), due at its timeout
     picked: bool = False  # out of its queue: holds a run slot, running or run
     due: bool = False  # in the scheduler's list of batches waiting for a run slot
     driver: Any = None  # the _Task whose caller runs it, _POOL, or None (waits for a scheduler thread)
@@ -158,11 +159,11 @@ class BatchScheduler:
     only its task `early_run_micros` after it opened (default a quarter of `batch_timeout_micros`),
     the scheduler is idle (no batch running or due) and the last batch it ran held one task too
     (requests arrive one at a time, so a batch rarely forms), the caller runs its task alone at once,
-    on a run slot, while the batch keeps waiting: tasks still join it until it closes as usual, and
-    then only their rows run. The early caller gets exactly the unbatched result, no sooner than its
-    batch closes, so a lone request still waits `batch_timeout_micros`; what changes is that its
-    computation happens right after it arrived, while the process's threads and caches are warm,
-    instead of after the idle wait.
+    on a run slot, and its batch takes no more tasks (later ones open the next batch, as when a batch
+    is full). The early caller gets exactly the unbatched result, no sooner than its batch's timeout,
+    so a lone request still waits `batch_timeout_micros`; what changes is that its computation
+    happens right after it arrived, while the process's threads and caches are warm, instead of
+    after the idle wait.
     """
 
     def __init__(self, params: BatchingParameters, early_run: bool = True,
@@ -292,7 +293,8 @@ class BatchScheduler:
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue(key, run)
-        tail = queue.batches[-1] if queue.batches and not queue.batches[-1].full else None
+        last = queue.batches[-1] if queue.batches else None
+        tail = last if last is not None and not last.full and not last.sealed else None
         if tail is None or tail.size + task.size > limit:
             if len(queue.batches) >= self.params.max_enqueued_batches:
                 self.stats["rejected"] += 1
@@ -366,9 +368,10 @@ class BatchScheduler:
                 and self._free_slots == self.params.num_batch_threads)
 
     def _run_early(self, batch: _Batch) -> None:
-        """(Lock held, released meanwhile.) Runs the driver's task alone on a run slot; the batch stays open."""
+        """(Lock held, released meanwhile.) Runs the driver's task alone on a run slot; the batch takes no more tasks."""
         task = batch.driver
         task.early = True
+        batch.sealed = True  # later tasks open the next batch: none waits for this run past its own timeout
         self._free_slots -= 1
         self.stats["early_runs"] += 1
         self._lock.release()

@@ -384,7 +384,8 @@ def _toy_run(base: str) -> Any:
 def test_an_early_run_gives_the_unbatched_and_the_batched_results(base: str) -> None:
     run = _toy_run(base)
     rows = [{"x": np.array([[1, 2, 3]], np.float32), "k": np.array([1], np.int32)},
-            {"x": np.array([[4, 5, 6]], np.float32), "k": np.array([2], np.int32)}]
+            {"x": np.array([[4, 5, 6]], np.float32), "k": np.array([2], np.int32)},
+            {"x": np.array([[0, -1, 7]], np.float32), "k": np.array([5], np.int32)}]
     unbatched = [run(r) for r in rows]
     merged = run({n: np.concatenate([r[n] for r in rows]) for n in rows[0]})
     calls: list[int] = []
@@ -396,15 +397,17 @@ def test_an_early_run_gives_the_unbatched_and_the_batched_results(base: str) -> 
     s = BatchScheduler(BatchingParameters(max_batch_size=2, batch_timeout_micros=600_000_000, num_batch_threads=1),
                        early_run_micros=0)
     try:
-        with ThreadPoolExecutor(2) as pool:
+        with ThreadPoolExecutor(3) as pool:
             a = pool.submit(s.execute, "q", counted, rows[0], WAIT)
             wait_for(lambda: calls == [1], what="the early run")  # alone on an idle scheduler: runs at once
-            assert not a.done()  # ... but still waits for its batch to close
-            b = pool.submit(s.execute, "q", counted, rows[1], WAIT)  # joins the batch and fills it
-            got = [a.result(timeout=WAIT), b.result(timeout=WAIT)]
-        assert calls == [1, 1]  # only b's row ran when the batch closed
-        assert s.stats["early_runs"] == 1 and s.stats["batches"] == 1 and s.stats["tasks"] == 2
-        for i in range(2):
+            assert not a.done()  # ... but still waits for its batch's timeout
+            later = [pool.submit(s.execute, "q", counted, r, WAIT) for r in rows[1:]]  # the next batch, full
+            got = [f.result(timeout=WAIT) for f in later]
+            assert not a.done() and calls == [1, 2]
+            s.stop()  # a's batch is due now: a gets its early result, nothing runs again
+            got.insert(0, a.result(timeout=WAIT))
+        assert calls == [1, 2] and s.stats["early_runs"] == 1 and s.stats["batches"] == 2 and s.stats["tasks"] == 3
+        for i in range(3):
             assert sorted(got[i]) == sorted(unbatched[i])
             for name in unbatched[i]:
                 np.testing.assert_array_equal(got[i][name], unbatched[i][name])
@@ -444,10 +447,21 @@ def test_full_queue_is_unavailable_while_an_early_task_waits() -> None:
         with ThreadPoolExecutor(1) as pool:
             a = pool.submit(s.execute, "q", _recording_run(calls), {"x": np.array([1])}, WAIT)
             wait_for(lambda: calls == [1], what="the early run")
-            with pytest.raises(RequestError, match="is full") as e:  # does not fit a's batch; no room for another
-                s.execute("q", _recording_run(calls), {"x": np.array([1, 2])}, timeout=WAIT)
+            with pytest.raises(RequestError, match="is full") as e:  # a's batch takes no more: no room for another
+                s.execute("q", _recording_run(calls), {"x": np.array([2])}, timeout=WAIT)
             assert e.value.code == grpc.StatusCode.UNAVAILABLE
             s.stop()  # closes a's batch: a gets its early result, nothing runs again
             assert a.result(timeout=WAIT)["y"].tolist() == [2] and calls == [1]
     finally:
         s.stop()
+
+
+def test_the_server_can_turn_the_early_run_off(base: str) -> None:
+    params = BatchingParameters(max_batch_size=4, batch_timeout_micros=1000, num_batch_threads=1)
+    for early_run in (True, False):
+        s = ModelServer(base, port=0, num_threads=2, batching=params, batching_early_run=early_run)
+        s.start()
+        try:
+            assert s.scheduler is not None and s.scheduler.early_run is early_run
+        finally:
+            s.stop(grace=1.0)

@@ -60,14 +60,16 @@ class ModelServer:
     subdirectory of `model_base` is a model (new subdirectories are picked up while running).
     `port=0` binds a free port; `start()` returns the bound gRPC port. `rest_port` serves TF
     Serving's REST API on the same models (None: no REST; 0: a free port). `batching` (parameters,
-    e.g. from `read_batching_parameters`) turns on server-side batching for both APIs. `models`
-    is the `ModelManager` that loads, polls and swaps versions.
+    e.g. from `read_batching_parameters`) turns on server-side batching for both APIs;
+    `batching_early_run` lets a lone request compute its row during its batch's wait (see
+    `serving.batching.BatchScheduler`). `models` is the `ModelManager` that loads, polls and swaps
+    versions.
     """
 
     def __init__(self, model_base: str, models_config: Optional[str] = None, host: str = "127.0.0.1",
                  port: int = 8500, num_threads: int = 16, max_message_bytes: int = 4 << 20,
                  poll_seconds: float = 2.0, rest_port: Optional[int] = None,
-                 batching: Optional[BatchingParameters] = None) -> None:
+                 batching: Optional[BatchingParameters] = None, batching_early_run: bool = True) -> None:
         _ensure_log_handler()
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
@@ -86,6 +88,7 @@ class ModelServer:
         self.poll_seconds = poll_seconds
         self.models = ModelManager(model_base, models_config=models_config, max_elements=self.max_elements)
         self.batching = batching
+        self.batching_early_run = batching_early_run
         self.scheduler: Optional[BatchScheduler] = None
         self.predictor = Predictor(self.models)
         self.rest: Optional[RestServer] = None
@@ -138,7 +141,7 @@ class ModelServer:
                 self.rest.stop(0)
             raise
         if self.batching is not None:
-            self.scheduler = self.predictor.scheduler = BatchScheduler(self.batching)
+            self.scheduler = self.predictor.scheduler = BatchScheduler(self.batching, early_run=self.batching_early_run)
         server.start()
         self._server = server
         self.models.start_polling(self.poll_seconds)
@@ -175,7 +178,8 @@ class ModelServer:
 def serve_main(model_base: str, models_config: Optional[str] = None, host: str = "127.0.0.1", port: int = 8500,
                num_threads: int = 16, max_message_bytes: int = 4 << 20, poll_seconds: float = 2.0,
                grace: float = 5.0, on_start: Optional[Callable[[ModelServer], None]] = None,
-               rest_port: Optional[int] = None, batching: Optional[BatchingParameters] = None) -> int:
+               rest_port: Optional[int] = None, batching: Optional[BatchingParameters] = None,
+               batching_early_run: bool = True) -> int:
     """Runs a ModelServer until SIGINT/SIGTERM, then shuts down gracefully; returns the exit code (0).
 
     Prints `serving <models> on <host>:<port>` to stdout once requests are accepted, then
@@ -183,7 +187,7 @@ def serve_main(model_base: str, models_config: Optional[str] = None, host: str =
     """
     server = ModelServer(model_base, models_config=models_config, host=host, port=port, num_threads=num_threads,
                          max_message_bytes=max_message_bytes, poll_seconds=poll_seconds, rest_port=rest_port,
-                         batching=batching)
+                         batching=batching, batching_early_run=batching_early_run)
     server.start()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -223,6 +227,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--batching_parameters_file", default=None,
                    help="text-format BatchingParameters (default: <model_base>/batching_parameters.txt if it "
                         "exists, else TF's defaults)")
+    p.add_argument("--no_batching_early_run", action="store_true",
+                   help="with batching, a lone request waits idle for its batch's timeout instead of computing "
+                        "its row meanwhile (see serving.batching.BatchScheduler)")
     p.add_argument("--num_threads", type=int, default=16)
     p.add_argument("--max_message_bytes", type=int, default=4 << 20)
     p.add_argument("--poll_seconds", type=float, default=2.0)
@@ -241,7 +248,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       poll_seconds=args.poll_seconds, grace=args.grace,
                       rest_port=None if args.rest_api_port < 0 else args.rest_api_port,
                       batching=batching_from_flags(args.model_base, args.enable_batching,
-                                                   args.batching_parameters_file))
+                                                   args.batching_parameters_file),
+                      batching_early_run=not args.no_batching_early_run)
 
 
 def set_tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:
