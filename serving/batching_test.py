@@ -397,11 +397,12 @@ def test_an_early_run_gives_the_unbatched_and_the_batched_results(base: str) -> 
     s = BatchScheduler(BatchingParameters(max_batch_size=2, batch_timeout_micros=600_000_000, num_batch_threads=1),
                        early_run_micros=0)
     try:
-        with ThreadPoolExecutor(3) as pool:
+        with ThreadPoolExecutor(1) as pool:
             a = pool.submit(s.execute, "q", counted, rows[0], WAIT)
             wait_for(lambda: calls == [1], what="the early run")  # alone on an idle scheduler: runs at once
             assert not a.done()  # ... but still waits for its batch's timeout
-            later = [pool.submit(s.execute, "q", counted, r, WAIT) for r in rows[1:]]  # the next batch, full
+            # The next batch, full (submitted: led by a scheduler thread, which runs nothing early, so both join it).
+            later = [s.submit("q", counted, r) for r in rows[1:]]
             got = [f.result(timeout=WAIT) for f in later]
             assert not a.done() and calls == [1, 2]
             s.stop()  # a's batch is due now: a gets its early result, nothing runs again
