@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['peak_mib']:,.0f} | {r['process_cpu_cores']} | {r['other_cores_busy']} |")
     if len(results) >= 2:
         lo, hi = results[0], results[-1]
-        print(f"catalogue x{hi['items'] / lo['items']:g}: sequences/s x{hi['sequences_per_s'] / lo['sequences_per_s']:.2f}, "
+        speed = hi["sequences_per_s"] / lo["sequences_per_s"]
+        print(f"catalogue x{hi['items'] / lo['items']:g}: sequences/s x{speed:.2f}, "
               f"peak RSS x{hi['peak_mib'] / lo['peak_mib']:.2f} (+{hi['peak_mib'] - lo['peak_mib']:,.0f} MiB, "
               f"{(hi['peak_mib'] - lo['peak_mib']) * 2 ** 20 / (hi['items'] - lo['items']):,.0f} bytes per added item)")
     if args.json:

@@ -183,7 +183,8 @@ def test_stream_shuffle_buffer_is_validated(tmp_path):
     assert load_config(config).train.stream_shuffle_buffer == 0  # default: the exact path
     text = open(config, encoding="utf-8").read()
     assert "\ntrain:\n" in text
-    for bad, message in [(-3, r"must be 0 \(exact in-memory input\) or a buffer of N > 0"), ("big", "must be an integer")]:
+    cases = [(-3, r"must be 0 \(exact in-memory input\) or a buffer of N > 0"), ("big", "must be an integer")]
+    for bad, message in cases:
         path = tmp_path / "c.yaml"
         path.write_text(text.replace("\ntrain:\n", f"\ntrain:\n  stream_shuffle_buffer: {bad}\n", 1))
         with pytest.raises(ConfigError, match=r"key 'train.stream_shuffle_buffer' " + message):
