@@ -11,9 +11,11 @@ server at a time, alternating off / on for `--rounds` rounds at each concurrency
 It prints p50 / p99 latency, QPS, errors, the on/off throughput ratio and the p50
 that batching adds at concurrency 1, with `uptime` before and after.
 
-`--variant name=value,...` adds a third server with other parameters (e.g.
-`num_batch_threads=1`, or `early_run=0`: a lone request waits idle for the timeout, as before
-the early run of serving.batching), measured in the same rounds; `--base DIR` keeps the
+`--variant name=value,...` (repeatable) adds one more server with other parameters, measured in
+the same rounds: batching parameters (e.g. `num_batch_threads=1`), `early_run=0` (a lone request
+waits idle for the timeout, as before the early run of serving.batching), `frontend=sync|aio`
+(`--grpc_frontend`; the plain servers run the default, aio with batching and sync without), and
+`batching=0` (an unbatched server, e.g. `batching=0,frontend=aio`); `--base DIR` keeps the
 export in DIR and reuses it on the next run (the 1M export takes minutes).
 
 The client sends PredictRequests serialised once (`--client prebuilt`, the default since
@@ -115,14 +117,32 @@ def _start(base: str, batching: bool, params_file: str = "", extra: Sequence[str
     return proc, line.rsplit(" ", 1)[1]
 
 
+def _start_variant(base: str, params: Any, spec: str, params_file: str,
+                   extra: Sequence[str]) -> tuple[subprocess.Popen, str]:
+    """Starts the server a `--variant` spec describes (see --help); returns it and its target."""
+    changes: dict[str, str] = dict(kv.split("=", 1) for kv in spec.split(","))  # type: ignore[misc]
+    flags = list(extra)
+    if changes.pop("early_run", "1") == "0":  # server flags, not BatchingParameters fields
+        flags.append("--no_batching_early_run")
+    if "frontend" in changes:  # else the server's default: aio with batching, sync without
+        flags += ["--grpc_frontend", changes.pop("frontend")]
+    if changes.pop("batching", "1") == "0":
+        return _start(base, False, extra=flags)
+    variant = dataclasses.replace(params, **{k: int(v) for k, v in changes.items()})
+    with open(params_file, "w") as f:
+        f.write("".join(f"{k} {{ value: {v} }}\n" for k, v in dataclasses.asdict(variant).items()))
+    return _start(base, True, params_file, flags)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--items", type=int, default=1_000_000)
     p.add_argument("--requests", type=int, default=1000, help="requests per measurement")
     p.add_argument("--rounds", type=int, default=2, help="alternating off/on rounds per concurrency")
     p.add_argument("--models", default=f"{RETRIEVAL_BF_MODEL},{RETRIEVAL_MODEL}")
-    p.add_argument("--variant", default="", help="name=value,... over the exported parameters (and early_run=0|1): "
-                   "a third server")
+    p.add_argument("--variant", action="append", default=[],
+                   help="name=value,...: one more server, with batching parameters over the exported ones, and "
+                   "early_run=0|1, batching=0|1 (0: unbatched), frontend=sync|aio (--grpc_frontend); repeatable")
     p.add_argument("--base", default=None, help="keep (and reuse) the export here")
     p.add_argument("--json", default=None)
     p.add_argument("--server_args", default="",
@@ -144,16 +164,10 @@ def main() -> None:
             proc, target = _start(base, batching, extra=extra)
             procs.append(proc)
             servers[batching] = make_channel(target)
-        if args.variant:
-            changes = {k: int(v) for k, v in (kv.split("=") for kv in args.variant.split(","))}
-            early_run = changes.pop("early_run", 1)  # not a BatchingParameters field: a server flag
-            variant = dataclasses.replace(params, **changes)
-            vfile = os.path.join(workdir, "variant.txt")
-            with open(vfile, "w") as f:
-                f.write("".join(f"{k} {{ value: {v} }}\n" for k, v in dataclasses.asdict(variant).items()))
-            proc, target = _start(base, True, vfile, list(extra) + ([] if early_run else ["--no_batching_early_run"]))
+        for n, spec in enumerate(args.variant):
+            proc, target = _start_variant(base, params, spec, os.path.join(workdir, f"variant{n}.txt"), extra)
             procs.append(proc)
-            servers[args.variant] = make_channel(target)
+            servers[spec] = make_channel(target)
         before = _uptime()
         print(f"[batching_bench] {before}", flush=True)
         results: dict[str, Any] = {"items": args.items, "batching_parameters": params.__dict__, "uptime_before": before,
@@ -177,7 +191,7 @@ def main() -> None:
                 for i in range(20):
                     call(i, server)
             per: dict[str, Any] = {}
-            names = {False: "off", True: "on", args.variant: f"on, {args.variant}"}
+            names = {False: "off", True: "on", **{v: f"variant {v}" for v in args.variant}}
             for c in (1, 32):
                 runs: dict[Any, list[dict[str, float]]] = {b: [] for b in servers}
                 for r in range(args.rounds):
@@ -191,9 +205,10 @@ def main() -> None:
                     "p99_ms": float(np.mean([m["p99_ms"] for m in ms])), "errors": int(sum(m["errors"] for m in ms)),
                     "rounds": ms} for b, ms in runs.items()}
             per["throughput_ratio_c32"] = per["c32"]["on"]["qps"] / per["c32"]["off"]["qps"]
-            if args.variant:
-                per["variant_throughput_ratio_c32"] = per["c32"][names[args.variant]]["qps"] / per["c32"]["off"]["qps"]
-                per["variant_added_p50_ms_c1"] = per["c1"][names[args.variant]]["p50_ms"] - per["c1"]["off"]["p50_ms"]
+            per["variants"] = {v: {
+                "throughput_ratio_c32": per["c32"][names[v]]["qps"] / per["c32"]["off"]["qps"],
+                "throughput_vs_on_c32": per["c32"][names[v]]["qps"] / per["c32"]["on"]["qps"],
+                "added_p50_ms_c1": per["c1"][names[v]]["p50_ms"] - per["c1"]["off"]["p50_ms"]} for v in args.variant}
             per["added_p50_ms_c1"] = per["c1"]["on"]["p50_ms"] - per["c1"]["off"]["p50_ms"]
             # Diagnostic: concurrency 1 with the servers taking turns request by request, so every server
             # idles as long between its requests and sees the same machine load (the criterion stays above).
@@ -246,10 +261,10 @@ def _table(results: dict[str, Any], timeout_ms: float) -> str:
         lines.append(f"- {model}, concurrency 1 with the servers taking turns request by request (diagnostic): "
                      f"p50 " + ", ".join(f"{b} {v:.2f} ms" for b, v in inter.items())
                      + f"; added {per['added_p50_ms_c1_interleaved']:.2f} ms; errors {per['c1_interleaved_errors']}")
-        if "variant_throughput_ratio_c32" in per:
-            lines.append(f"- {model}, variant: throughput ratio at concurrency 32 = "
-                         f"{per['variant_throughput_ratio_c32']:.2f}x; p50 added at concurrency 1 = "
-                         f"{per['variant_added_p50_ms_c1']:.2f} ms")
+        for v, m in per.get("variants", {}).items():
+            lines.append(f"- {model}, variant {v}: throughput at concurrency 32 = {m['throughput_ratio_c32']:.2f}x "
+                         f"off, {m['throughput_vs_on_c32']:.2f}x on; p50 added at concurrency 1 = "
+                         f"{m['added_p50_ms_c1']:.2f} ms")
     return "\n".join(lines)
 
 

@@ -116,6 +116,7 @@ class _Task:
     outputs: Optional[Outputs] = None
     error: Optional[BaseException] = None
     early: bool = False  # outputs or error come from an early run of the task alone (see BatchScheduler)
+    may_run_early: bool = False  # execute(), or submit(..., early_run=True): an early run is allowed
     done: bool = False
 
 
@@ -197,7 +198,7 @@ class BatchScheduler:
             `timeout` seconds (a task whose batch has not started yet leaves it). Errors of `run`
             are raised as they are.
         """
-        task = _Task(inputs, self._task_size(inputs), wake=threading.Lock())
+        task = _Task(inputs, self._task_size(inputs), wake=threading.Lock(), may_run_early=True)
         task.wake.acquire()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
@@ -224,14 +225,19 @@ class BatchScheduler:
         assert task.outputs is not None
         return task.outputs
 
-    def submit(self, key: Hashable, run: RunFn, inputs: Mapping[str, np.ndarray]) -> Future:
+    def submit(self, key: Hashable, run: RunFn, inputs: Mapping[str, np.ndarray], early_run: bool = False) -> Future:
         """Enqueues one task for the scheduler's threads; returns the Future of its outputs.
+
+        `early_run`: when the task is alone in its batch under the conditions of the class docstring,
+        the scheduler thread leading the batch runs it early (as `execute` does for its caller); the
+        Future still completes only when the batch is due. Off by default, so the task waits for
+        others to join.
 
         Raises:
           RequestError: INVALID_ARGUMENT for a task larger than max_batch_size; UNAVAILABLE when
             the queue is full or the scheduler is stopped.
         """
-        task = _Task(inputs, self._task_size(inputs), future=Future())
+        task = _Task(inputs, self._task_size(inputs), future=Future(), may_run_early=early_run)
         with self._lock:
             batch = self._enqueue(key, run, task)
             if batch.driver is None and batch not in self._detached:
@@ -361,15 +367,16 @@ class BatchScheduler:
             batch.lead.wait(wait)
 
     def _may_run_early(self, batch: _Batch) -> bool:
-        """Whether `batch`'s waiting driver may run its task alone now (see the class docstring)."""
-        task = batch.driver
-        return (self.early_run and self._last_lone and isinstance(task, _Task) and not task.early
-                and len(batch.tasks) == 1 and batch.tasks[0] is task and not self._due
-                and self._free_slots == self.params.num_batch_threads)
+        """Whether `batch`'s waiting driver may run its lone task now (see the class docstring)."""
+        if not (self.early_run and self._last_lone and len(batch.tasks) == 1):
+            return False
+        task = batch.tasks[0]
+        return (task.may_run_early and not task.early and (batch.driver is task or batch.driver is _POOL)
+                and not self._due and self._free_slots == self.params.num_batch_threads)
 
     def _run_early(self, batch: _Batch) -> None:
-        """(Lock held, released meanwhile.) Runs the driver's task alone on a run slot; the batch takes no more tasks."""
-        task = batch.driver
+        """(Lock held, released meanwhile.) Runs the lone task alone on a run slot; the batch takes no more tasks."""
+        task = batch.tasks[0]
         task.early = True
         batch.sealed = True  # later tasks open the next batch: none waits for this run past its own timeout
         self._free_slots -= 1
@@ -441,7 +448,8 @@ class BatchScheduler:
         tasks = batch.tasks
         retried = False
         try:
-            todo = [t for t in tasks if not t.early]
+            # A submitted task whose caller cancelled its Future (gone, or past its deadline) is not computed.
+            todo = [t for t in tasks if not t.early and not (t.future is not None and t.future.cancelled())]
             if todo:
                 retried = self._compute(batch.queue.run, todo, sum(t.size for t in todo))
         except BaseException as e:  # noqa: BLE001 - every task must be completed, whatever happens

@@ -123,9 +123,9 @@ def test_full_queue_is_unavailable_and_nothing_hangs() -> None:
     assert e.value.code == grpc.StatusCode.UNAVAILABLE
 
 
-@pytest.fixture
-def batching_server(base: str) -> Any:
-    s = ModelServer(base, port=0, rest_port=0, num_threads=8,
+@pytest.fixture(params=["sync", "aio"])
+def batching_server(base: str, request: pytest.FixtureRequest) -> Any:
+    s = ModelServer(base, port=0, rest_port=0, num_threads=8, grpc_frontend=request.param,
                     batching=BatchingParameters(max_batch_size=4, batch_timeout_micros=600_000_000,
                                                 max_enqueued_batches=4, num_batch_threads=1))
     s.start()
@@ -371,7 +371,9 @@ def test_server_batches_run_on_request_threads_of_the_real_model(batching_server
         with ThreadPoolExecutor(4) as pool:  # max_batch_size 4: one batch of 4 rows, y = x @ [1, 2, 3]
             got = [f.result(timeout=WAIT) for f in [pool.submit(call, float(v)) for v in range(4)]]
         assert got == [[2.0], [3.0], [4.0], [5.0]]
-        assert len(threads) == 1 and not threads[0].startswith("serving-batch")
+        assert len(threads) == 1
+        # sync: the first request's own RPC thread leads the batch; aio: requests await it, a scheduler thread runs it
+        assert threads[0].startswith("serving-batch") == (batching_server.grpc_frontend == "aio")
     finally:
         st.channel.close()
 
@@ -466,3 +468,34 @@ def test_the_server_can_turn_the_early_run_off(base: str) -> None:
             assert s.scheduler is not None and s.scheduler.early_run is early_run
         finally:
             s.stop(grace=1.0)
+
+
+def test_a_submitted_task_may_run_early_and_completes_at_the_batch_timeout() -> None:
+    s = BatchScheduler(BatchingParameters(max_batch_size=8, batch_timeout_micros=600_000_000, num_batch_threads=1),
+                       early_run_micros=0)
+    calls: list[int] = []
+    try:
+        f = s.submit("q", _recording_run(calls), {"x": np.array([3])}, early_run=True)
+        wait_for(lambda: calls == [1], what="the early run on a scheduler thread")
+        assert not f.done()  # computed, but answered only when its batch is due
+        later = s.submit("q", _recording_run(calls), {"x": np.array([4])})  # the sealed batch takes no more
+        s.stop()
+        assert f.result(timeout=WAIT)["y"].tolist() == [6] and later.result(timeout=WAIT)["y"].tolist() == [8]
+        assert calls == [1, 1] and s.stats["early_runs"] == 1 and s.stats["batches"] == 2
+    finally:
+        s.stop()
+
+
+def test_a_cancelled_task_is_not_computed() -> None:
+    s = BatchScheduler(BatchingParameters(max_batch_size=3, batch_timeout_micros=600_000_000, num_batch_threads=1))
+    calls: list[int] = []
+    try:
+        run = _recording_run(calls)
+        a = s.submit("q", run, {"x": np.array([1])})
+        b = s.submit("q", run, {"x": np.array([2])})
+        assert b.cancel()  # its caller went away before the batch ran
+        c = s.submit("q", run, {"x": np.array([3])})  # fills the batch of 3 rows: it runs now
+        assert a.result(timeout=WAIT)["y"].tolist() == [2] and c.result(timeout=WAIT)["y"].tolist() == [6]
+        assert calls == [2] and s.stats["tasks"] == 3
+    finally:
+        s.stop()

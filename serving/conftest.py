@@ -17,9 +17,10 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> str:
     return b
 
 
-@pytest.fixture(scope="module")
-def server(base: str):
-    s = ModelServer(base, port=0, num_threads=8)
+@pytest.fixture(scope="module", params=["sync", "aio"])
+def server(base: str, request: pytest.FixtureRequest):
+    """A server over `base` with each gRPC front end (the tests using it run once per front end)."""
+    s = ModelServer(base, port=0, num_threads=8, grpc_frontend=request.param)
     s.start()
     yield s
     s.stop(grace=1.0)

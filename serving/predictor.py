@@ -9,6 +9,7 @@ it (see `serving.batching`); the rest run directly on the caller's thread.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import Future
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -26,6 +27,8 @@ from serving.tensor_codec import (
     signature_of,
     tensor_from_proto,
 )
+
+Decoded = tuple[Servable, str, Signature, dict[str, np.ndarray], list[str]]
 
 
 class Predictor:
@@ -48,12 +51,21 @@ class Predictor:
           RequestError: as `ModelManager.resolve`, `tensor_codec.check_names` / `tensor_from_proto`
             and `run`.
         """
+        servable, key, signature, arrays, wanted = self.decode_proto(request)
+        return servable, key, self.run(servable, key, signature, arrays, wanted, timeout)
+
+    def decode_proto(self, request: predict_pb2.PredictRequest) -> Decoded:
+        """A gRPC PredictRequest -> (servable, signature key, signature, input arrays, wanted outputs), not yet run.
+
+        Raises:
+          RequestError: as `ModelManager.resolve` and `tensor_codec.check_names` / `tensor_from_proto`.
+        """
         servable = self.models.resolve(request.model_spec)
         key, signature = signature_of(servable, request.model_spec.signature_name)
         wanted = check_names(key, signature, request.inputs, list(request.output_filter))
         arrays = {n: tensor_from_proto(n, request.inputs[n], spec, self.max_elements)
                   for n, spec in signature.inputs.items()}
-        return servable, key, self.run(servable, key, signature, arrays, wanted, timeout)
+        return servable, key, signature, arrays, wanted
 
     def run(self, servable: Servable, key: str, signature: Signature, arrays: Mapping[str, np.ndarray],
             wanted: Sequence[str], timeout: Optional[float] = None) -> dict[str, np.ndarray]:
@@ -72,10 +84,32 @@ class Predictor:
         if self.scheduler is None or not _batchable(signature, arrays):
             outputs = run(arrays)
         else:
-            queue = (servable.name, servable.version, id(servable), key,
-                     tuple(sorted((n, a.shape[1:]) for n, a in arrays.items())))
-            outputs = self.scheduler.execute(queue, run, arrays, timeout)
+            outputs = self.scheduler.execute(_queue_key(servable, key, arrays), run, arrays, timeout)
         return {n: outputs[n] for n in wanted}
+
+    def submit(self, servable: Servable, key: str, signature: Signature,
+               arrays: Mapping[str, np.ndarray]) -> Optional[Future]:
+        """Checks the shapes and, for a batchable request, enqueues it; returns the Future of all its outputs.
+
+        None: no scheduler, or the request is not batchable (the caller runs it with `run`). The
+        scheduler's threads lead the batch (`BatchScheduler.submit`), so the caller may await the
+        Future without holding a thread.
+
+        Raises:
+          RequestError: a bad shape, a task larger than max_batch_size, or a full queue (UNAVAILABLE).
+        """
+        for name, spec in signature.inputs.items():
+            check_shape(name, arrays[name].shape, spec, self.max_elements)
+        if self.scheduler is None or not _batchable(signature, arrays):
+            return None
+        run = functools.partial(run_signature, key, signature)
+        return self.scheduler.submit(_queue_key(servable, key, arrays), run, arrays, early_run=True)
+
+
+def _queue_key(servable: Servable, key: str, arrays: Mapping[str, np.ndarray]) -> tuple:
+    """The batch queue of a request: model version, signature, and the inputs' shapes past dimension 0."""
+    return (servable.name, servable.version, id(servable), key,
+            tuple(sorted((n, a.shape[1:]) for n, a in arrays.items())))
 
 
 def _batchable(signature: Signature, arrays: Mapping[str, np.ndarray]) -> bool:

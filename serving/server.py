@@ -35,12 +35,17 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 
 from learn_tf.config import ServingConfig
 from serving.batching import BatchingParameters, BatchScheduler, read_batching_parameters
+from serving.grpc_aio import AioGrpcServer
 from serving.model_manager import ModelManager
 from serving.predictor import Predictor
 from serving.rest import RestServer
 from serving.services import ModelService, PredictionService
 
 _log = logging.getLogger("learn_tf.serving")
+
+# sync: grpc.server, a pool thread per RPC; aio: grpc.aio, RPCs as coroutines on one event loop (serving.grpc_aio);
+# auto: aio with batching (requests await their batch), sync without (the model call needs a thread either way).
+GRPC_FRONTENDS = ("auto", "sync", "aio")
 
 
 def _ensure_log_handler() -> None:
@@ -69,8 +74,11 @@ class ModelServer:
     def __init__(self, model_base: str, models_config: Optional[str] = None, host: str = "127.0.0.1",
                  port: int = 8500, num_threads: int = 16, max_message_bytes: int = 4 << 20,
                  poll_seconds: float = 2.0, rest_port: Optional[int] = None,
-                 batching: Optional[BatchingParameters] = None, batching_early_run: bool = True) -> None:
+                 batching: Optional[BatchingParameters] = None, batching_early_run: bool = True,
+                 grpc_frontend: str = "auto") -> None:
         _ensure_log_handler()
+        if grpc_frontend not in GRPC_FRONTENDS:
+            raise ValueError(f"grpc_frontend must be one of {', '.join(GRPC_FRONTENDS)}, got {grpc_frontend!r}")
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         if max_message_bytes < 1:
@@ -89,13 +97,14 @@ class ModelServer:
         self.models = ModelManager(model_base, models_config=models_config, max_elements=self.max_elements)
         self.batching = batching
         self.batching_early_run = batching_early_run
+        self.grpc_frontend = grpc_frontend if grpc_frontend != "auto" else "aio" if batching is not None else "sync"
         self.scheduler: Optional[BatchScheduler] = None
         self.predictor = Predictor(self.models)
         self.rest: Optional[RestServer] = None
         if rest_port is not None:
             self.rest = RestServer(self.predictor, host=host, port=rest_port, max_body_bytes=max_message_bytes,
                                    num_threads=num_threads)
-        self._server: Optional[grpc.Server] = None
+        self._server: Optional[Any] = None  # grpc.Server, or serving.grpc_aio.AioGrpcServer
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
 
@@ -119,16 +128,22 @@ class ModelServer:
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.so_reuseport", 0),  # a port in use is an error, not silently shared
         ]
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.num_threads,
-                                                        thread_name_prefix="serving-rpc"), options=options)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.predictor), server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.models), server)
+        if self.grpc_frontend == "aio":
+            server: Any = AioGrpcServer(self.predictor, options, self.num_threads)
+        else:
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.num_threads,
+                                                            thread_name_prefix="serving-rpc"), options=options)
+            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.predictor),
+                                                                                server)
+            model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.models), server)
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         try:
             bound = server.add_insecure_port(f"{host}:{self.port}")
         except RuntimeError as e:
+            server.stop(0)
             raise OSError(f"cannot bind {host}:{self.port}: {e}") from e
         if not bound:
+            server.stop(0)
             raise OSError(f"cannot bind {host}:{self.port}")
         self.port = bound
         try:
@@ -145,9 +160,9 @@ class ModelServer:
         server.start()
         self._server = server
         self.models.start_polling(self.poll_seconds)
-        _log.info("serving %s on %s%s (threads %d, max message %d bytes, poll every %.1f s, batching %s)",
-                  ", ".join(self.model_names) or "no models", self.address,
-                  f" and REST on {self.rest.url}" if self.rest else "", self.num_threads,
+        _log.info("serving %s on %s%s (gRPC front end %s, threads %d, max message %d bytes, poll every %.1f s, "
+                  "batching %s)", ", ".join(self.model_names) or "no models", self.address,
+                  f" and REST on {self.rest.url}" if self.rest else "", self.grpc_frontend, self.num_threads,
                   self.max_message_bytes, self.poll_seconds, self.batching or "off")
         return bound
 
@@ -160,7 +175,9 @@ class ModelServer:
             if self.rest is not None:
                 self.rest.stop(grace)
             if self._server is not None:
-                self._server.stop(grace).wait()
+                stopped = self._server.stop(grace)  # the aio front end returns once stopped
+                if stopped is not None:
+                    stopped.wait()
             if self.scheduler is not None:
                 self.scheduler.stop(timeout=grace)
             self.models.join_poller(timeout=max(grace, 1.0))  # a load in progress may still finish (daemon)
@@ -171,7 +188,6 @@ class ModelServer:
         """Blocks until the server has been stopped (by `stop()` or a signal handler)."""
         if self._server is None:
             raise RuntimeError("server not started")
-        self._server.wait_for_termination()
         self._stopped.wait()
 
 
@@ -179,7 +195,7 @@ def serve_main(model_base: str, models_config: Optional[str] = None, host: str =
                num_threads: int = 16, max_message_bytes: int = 4 << 20, poll_seconds: float = 2.0,
                grace: float = 5.0, on_start: Optional[Callable[[ModelServer], None]] = None,
                rest_port: Optional[int] = None, batching: Optional[BatchingParameters] = None,
-               batching_early_run: bool = True) -> int:
+               batching_early_run: bool = True, grpc_frontend: str = "auto") -> int:
     """Runs a ModelServer until SIGINT/SIGTERM, then shuts down gracefully; returns the exit code (0).
 
     Prints `serving <models> on <host>:<port>` to stdout once requests are accepted, then
@@ -187,7 +203,7 @@ def serve_main(model_base: str, models_config: Optional[str] = None, host: str =
     """
     server = ModelServer(model_base, models_config=models_config, host=host, port=port, num_threads=num_threads,
                          max_message_bytes=max_message_bytes, poll_seconds=poll_seconds, rest_port=rest_port,
-                         batching=batching, batching_early_run=batching_early_run)
+                         batching=batching, batching_early_run=batching_early_run, grpc_frontend=grpc_frontend)
     server.start()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -230,6 +246,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--no_batching_early_run", action="store_true",
                    help="with batching, a lone request waits idle for its batch's timeout instead of computing "
                         "its row meanwhile (see serving.batching.BatchScheduler)")
+    p.add_argument("--grpc_frontend", choices=GRPC_FRONTENDS, default="auto",
+                   help="sync: grpc.server, every RPC on a pool thread; aio: grpc.aio, RPCs as coroutines on one "
+                        "event loop, batched requests awaiting their batch (serving.grpc_aio); auto (default): aio "
+                        "with --enable_batching, else sync")
     p.add_argument("--num_threads", type=int, default=16)
     p.add_argument("--max_message_bytes", type=int, default=4 << 20)
     p.add_argument("--poll_seconds", type=float, default=2.0)
@@ -249,7 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       rest_port=None if args.rest_api_port < 0 else args.rest_api_port,
                       batching=batching_from_flags(args.model_base, args.enable_batching,
                                                    args.batching_parameters_file),
-                      batching_early_run=not args.no_batching_early_run)
+                      batching_early_run=not args.no_batching_early_run, grpc_frontend=args.grpc_frontend)
 
 
 def set_tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:

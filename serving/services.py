@@ -8,11 +8,12 @@ any other exception INTERNAL, so the server keeps serving whatever a request doe
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import grpc
+import numpy as np
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -23,11 +24,52 @@ from tensorflow_serving.apis import (
 
 from serving.model_manager import ModelManager
 from serving.predictor import Predictor
+from serving.servable import Servable
 from serving.tensor_codec import MAX_MESSAGE_CHARS, RequestError, tensor_proto
 
 SIGNATURE_DEF_FIELD = "signature_def"
+RELOAD_UNIMPLEMENTED = ("HandleReloadConfigRequest is not implemented; edit models.config instead (it is "
+                        "re-read while serving)")
 
 _log = logging.getLogger("learn_tf.serving")
+
+
+def unimplemented_message(method: str) -> str:
+    """The UNIMPLEMENTED message of a PredictionService method other than Predict and GetModelMetadata."""
+    return f"{method} is not implemented by this server; use Predict"
+
+
+def predict_response(servable: Servable, key: str, outputs: Mapping[str, np.ndarray]) -> predict_pb2.PredictResponse:
+    """The PredictResponse of `servable`'s signature `key` carrying `outputs`."""
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    response.model_spec.signature_name = key
+    for name, value in outputs.items():
+        response.outputs[name].CopyFrom(tensor_proto(value))
+    return response
+
+
+def metadata_response(models: ModelManager, request: get_model_metadata_pb2.GetModelMetadataRequest
+                      ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """GetModelMetadata: the signature_def map of the version `request.model_spec` names.
+
+    Raises:
+      RequestError: no or unsupported metadata fields (INVALID_ARGUMENT), as `ModelManager.resolve`.
+    """
+    if not request.metadata_field:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           "GetModelMetadataRequest must specify at least one metadata_field")
+    for f in request.metadata_field:
+        if f != SIGNATURE_DEF_FIELD:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Metadata field {f} is not supported (supported: {SIGNATURE_DEF_FIELD})")
+    servable = models.resolve(request.model_spec)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    response.metadata[SIGNATURE_DEF_FIELD].Pack(servable.signature_defs)
+    return response
 
 
 def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,39 +100,21 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request: predict_pb2.PredictRequest,
                 context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
         servable, key, outputs = self._predictor.predict_proto(request, timeout=context.time_remaining())
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = servable.name
-        response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = key
-        for name, value in outputs.items():
-            response.outputs[name].CopyFrom(tensor_proto(value))
-        return response
+        return predict_response(servable, key, outputs)
 
     @_rpc
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
                          context: grpc.ServicerContext) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        if not request.metadata_field:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               "GetModelMetadataRequest must specify at least one metadata_field")
-        for f in request.metadata_field:
-            if f != SIGNATURE_DEF_FIELD:
-                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"Metadata field {f} is not supported (supported: {SIGNATURE_DEF_FIELD})")
-        servable = self._models.resolve(request.model_spec)
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = servable.name
-        response.model_spec.version.value = servable.version
-        response.metadata[SIGNATURE_DEF_FIELD].Pack(servable.signature_defs)
-        return response
+        return metadata_response(self._models, request)
 
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Classify is not implemented by this server; use Predict")
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, unimplemented_message("Classify"))
 
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not implemented by this server; use Predict")
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, unimplemented_message("Regress"))
 
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by this server; use Predict")
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, unimplemented_message("MultiInference"))
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -105,6 +129,4 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return self._models.status(request.model_spec)
 
     def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                      "HandleReloadConfigRequest is not implemented; edit models.config instead (it is "
-                      "re-read while serving)")
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, RELOAD_UNIMPLEMENTED)
