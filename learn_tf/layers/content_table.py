@@ -7,6 +7,9 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
+# set_table writes this many bytes of rows per scatter (bounds the transient copy of a large table).
+_BLOCK_BYTES = 64 << 20
+
 
 @tf.keras.utils.register_keras_serializable(package="learn_tf")
 class ContentTable(tf.keras.layers.Layer):
@@ -42,7 +45,13 @@ class ContentTable(tf.keras.layers.Layer):
         """Replaces the [N, dim] content vectors (row 0 stays zero)."""
         table = np.asarray(table, np.float32)
         self._check(table.shape)
-        self.table.assign(np.concatenate([np.zeros((1, self.dim), np.float32), table]))
+        # Rows are scattered in place, 64 MiB at a time: the variable is never copied (a padded copy or a
+        # sliced assign would hold the table two or three times, which matters at millions of items).
+        step = max(1, _BLOCK_BYTES // max(1, 4 * self.dim))
+        self.table.scatter_update(tf.IndexedSlices(tf.zeros([1, self.dim]), tf.constant([0])))
+        for start in range(0, len(table), step):
+            rows = table[start:start + step]
+            self.table.scatter_update(tf.IndexedSlices(rows, tf.range(start + 1, start + 1 + len(rows))))
 
     def _check(self, shape: tuple[int, ...]) -> None:
         """Raises ValueError naming what differs between `shape` and (num_items, dim)."""

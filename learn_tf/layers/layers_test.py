@@ -82,3 +82,15 @@ def test_content_table_errors_name_both_shapes_and_the_fix():
         ct.set_table(np.zeros((2, 4)))
     with pytest.raises(ValueError, match=r"shape \(12,\), expected \(3, 4\)"):
         ct.set_table(np.zeros(12))
+
+
+def test_content_table_writes_large_tables_block_by_block(monkeypatch):
+    from learn_tf.layers import content_table
+
+    monkeypatch.setattr(content_table, "_BLOCK_BYTES", 3 * 4 * 5)  # 3 rows of width 5 per scatter
+    table = np.arange(7 * 5, dtype=np.float32).reshape(7, 5) + 1
+    layer = ContentTable(7, 5, table)
+    out = layer(tf.constant([0, 1, 3, 4, 7])).numpy()
+    assert np.array_equal(out, np.concatenate([np.zeros((1, 5), np.float32), table[[0, 2, 3, 6]]]))
+    layer.set_table(table[::-1].copy())  # replacing keeps row 0 zero and every row in place
+    assert np.array_equal(layer.table.numpy(), np.concatenate([np.zeros((1, 5), np.float32), table[::-1]]))
