@@ -153,6 +153,9 @@ class ModelConfig:
     # items never seen in training keep a zero ID vector and fall back to content).
     item_inputs: Literal["content", "hybrid"] = "content"
     id_dropout: float = 0.5
+    # Hybrid towers: a dropped (training) or untrained ID vector is "zero", or "content": predicted
+    # from the item's content by a linear map trained on the dropped positions (DropoutNet-style).
+    id_fallback: Literal["zero", "content"] = "zero"
     # The official LEARN code adds no position embeddings; SASRec uses them.
     use_positions: bool = False
     sasrec_use_positions: bool = True
@@ -566,6 +569,9 @@ def _check_model_train(cfg: Config, path: str) -> None:
     if t.cold_ridge_l2 is not None and not t.cold_ridge_l2 > 0:
         raise ConfigError(f"{path}: key 'train.cold_ridge_l2' must be > 0 or null (chosen on validation), "
                           f"got {t.cold_ridge_l2}")
+    if m.id_fallback == "content" and m.item_inputs != "hybrid":
+        raise ConfigError(f"{path}: key 'model.id_fallback' is 'content' but 'model.item_inputs' is "
+                          f"'{m.item_inputs}': only hybrid inputs have ID vectors to predict")
     if m.d_model % m.num_heads:
         raise ConfigError(f"{path}: key 'model.d_model' ({m.d_model}) must be divisible by "
                           f"'model.num_heads' ({m.num_heads})")

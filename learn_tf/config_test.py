@@ -62,6 +62,8 @@ def test_config_is_frozen(tmp_path):
         (MINIMAL + "split:\n  min_user_interactions: 2\n", "split.min_user_interactions"),
         (MINIMAL + "train:\n  cold_ids: mean\n", "key 'train.cold_ids' must be one of"),
         (MINIMAL + "train:\n  cold_ridge_l2: 0\n", "key 'train.cold_ridge_l2' must be > 0"),
+        (MINIMAL + "model:\n  id_fallback: mean\n", "key 'model.id_fallback' must be one of"),
+        (MINIMAL + "model:\n  id_fallback: content\n", "key 'model.id_fallback' is 'content'"),
         ("- a\n- b\n", "expected a mapping"),
         ("name: [unclosed\n", "not valid YAML"),
     ],
