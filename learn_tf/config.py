@@ -231,9 +231,14 @@ class TrainConfig:
     # later with `learn add-items`). "zero": scored from content alone. "ridge": after training, a
     # ridge map content -> ID vector is fitted on the trained items and gives every untrained item
     # its ID vector (stored in the towers, so onboarded items get it too); its L2 strength is
-    # `cold_ridge_l2`, or (null) the value of COLD_RIDGE_GRID with the best validation NDCG@10.
+    # `cold_ridge_l2`, or (null) the value of COLD_RIDGE_GRID with the best validation NDCG@10
+    # (of the cases `cold_ridge_metric` names).
     cold_ids: Literal["zero", "ridge"] = "zero"
     cold_ridge_l2: Optional[float] = None
+    # What the ridge strength is chosen on: validation NDCG@10 over "overall" cases, or over the
+    # "cold_item" cases (targets never trained; every case when there are none): the operating point
+    # for cold items, at a cost to warm ones (docs/results.md).
+    cold_ridge_metric: Literal["overall", "cold_item"] = "overall"
     seed: int = 2024
 
 
