@@ -14,8 +14,8 @@ that batching adds at concurrency 1, with `uptime` before and after.
 `--variant name=value,...` (repeatable) adds one more server with other parameters, measured in
 the same rounds: batching parameters (e.g. `num_batch_threads=1`), `early_run=0` (a lone request
 waits idle for the timeout, as before the early run of serving.batching), `frontend=sync|aio`
-(`--grpc_frontend`; the plain servers run the default, aio with batching and sync without), and
-`batching=0` (an unbatched server, e.g. `batching=0,frontend=aio`); `--base DIR` keeps the
+(`--grpc_frontend`; the plain servers run the default, sync), and `batching=0` (an unbatched
+server, e.g. `batching=0,frontend=aio`); `--base DIR` keeps the
 export in DIR and reuses it on the next run (the 1M export takes minutes).
 
 The client sends PredictRequests serialised once (`--client prebuilt`, the default since
@@ -124,7 +124,7 @@ def _start_variant(base: str, params: Any, spec: str, params_file: str,
     flags = list(extra)
     if changes.pop("early_run", "1") == "0":  # server flags, not BatchingParameters fields
         flags.append("--no_batching_early_run")
-    if "frontend" in changes:  # else the server's default: aio with batching, sync without
+    if "frontend" in changes:  # else the server's default (sync)
         flags += ["--grpc_frontend", changes.pop("frontend")]
     if changes.pop("batching", "1") == "0":
         return _start(base, False, extra=flags)

@@ -59,6 +59,13 @@ MODELS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     "learn_hybrid_ridge": ("learn", {"train": {"cold_ids": "ridge"}}),
     # ID dropout 0.2 (content trained to stand alone) + ridge cold IDs: a cold-protocol try.
     "hyb_d2_ridge": ("learn", {"model": {"id_dropout": 0.2}, "train": {"cold_ids": "ridge"}}),
+    # ID dropout 0.2 with dropped IDs predicted from content by a learned map (DropoutNet-style,
+    # `model.id_fallback: content`); untrained items get that prediction.
+    "learn_hybrid_map": ("learn", {"model": {"id_dropout": 0.2, "id_fallback": "content"}}),
+    # The cold-item operating point: ID dropout 0.2, ridge cold IDs with the L2 chosen on the validation
+    # cases whose target is cold (`train.cold_ridge_metric: cold_item`).
+    "hyb_d2_ridge_cold": ("learn", {"model": {"id_dropout": 0.2},
+                                    "train": {"cold_ids": "ridge", "cold_ridge_metric": "cold_item"}}),
     # The same without ID vectors: content only (what a cold item gets).
     "learn_e": ("learn", {"model": {"item_inputs": "content"}}),
     # No alignment: items are the raw content vectors, cosine x 20 against the user tower.
@@ -71,6 +78,8 @@ MODELS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
 LABELS = {"sasrec": "SASRec", "learn_hybrid": "LEARN hybrid (e, content + ID, two-stage)",
           "learn_hybrid_ridge": "LEARN hybrid, ridge cold IDs",
           "hyb_d2_ridge": "LEARN hybrid, ID dropout 0.2, ridge cold IDs",
+          "hyb_d2_ridge_cold": "LEARN hybrid, ID dropout 0.2, ridge cold IDs chosen on cold items",
+          "learn_hybrid_map": "LEARN hybrid, ID dropout 0.2, learned content->ID map",
           "learn_e": "LEARN (e), content only", "learn_c": "LEARN (c), no alignment",
           "learn_a_demo": "LEARN (a), dense in-batch (make demo)", "popularity": "Popularity"}
 SEGMENTS = ("cold_item", "long_tail_item", "head_item", "short_history_user")
@@ -381,7 +390,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for seed in seeds:  # seed-major: a partial table already has every model
             for protocol in protocols:
                 for name in models:
-                    if protocol == "loo" and name in ("learn_c", "learn_e", "learn_hybrid_ridge", "hyb_d2_ridge"):
+                    if protocol == "loo" and name in ("learn_c", "learn_e", "learn_hybrid_ridge", "hyb_d2_ridge",
+                                                     "hyb_d2_ridge_cold", "learn_hybrid_map"):
                         continue  # the content-only ablations matter for cold items
                     run_one(protocol, name, seed, args.out, args.fresh)
     section = report(args.out, protocols, models, {})

@@ -153,6 +153,9 @@ class ModelConfig:
     # items never seen in training keep a zero ID vector and fall back to content).
     item_inputs: Literal["content", "hybrid"] = "content"
     id_dropout: float = 0.5
+    # Hybrid towers: a dropped (training) or untrained ID vector is "zero", or "content": predicted
+    # from the item's content by a linear map trained on the dropped positions (DropoutNet-style).
+    id_fallback: Literal["zero", "content"] = "zero"
     # The official LEARN code adds no position embeddings; SASRec uses them.
     use_positions: bool = False
     sasrec_use_positions: bool = True
@@ -228,7 +231,8 @@ class TrainConfig:
     # later with `learn add-items`). "zero": scored from content alone. "ridge": after training, a
     # ridge map content -> ID vector is fitted on the trained items and gives every untrained item
     # its ID vector (stored in the towers, so onboarded items get it too); its L2 strength is
-    # `cold_ridge_l2`, or (null) the value of COLD_RIDGE_GRID with the best validation NDCG@10.
+    # `cold_ridge_l2`, or (null) the value of COLD_RIDGE_GRID with the best validation NDCG@10
+    # (of the cases `cold_ridge_metric` names).
     cold_ids: Literal["zero", "ridge"] = "zero"
     cold_ridge_l2: Optional[float] = None
     # Training input: 0 (default) = the exact in-memory path (all training sequences packed, an exact
@@ -237,6 +241,10 @@ class TrainConfig:
     # sequences and their rows through one of N rows, so memory stays flat as interactions grow; each
     # sequence gives the same rows per epoch as in memory, in a different order (different batches).
     stream_shuffle_buffer: int = 0
+    # What the ridge strength is chosen on: validation NDCG@10 over "overall" cases, or over the
+    # "cold_item" cases (targets never trained; every case when there are none): the operating point
+    # for cold items, at a cost to warm ones (docs/results.md).
+    cold_ridge_metric: Literal["overall", "cold_item"] = "overall"
     seed: int = 2024
 
 
@@ -575,6 +583,9 @@ def _check_model_train(cfg: Config, path: str) -> None:
     if t.cold_ridge_l2 is not None and not t.cold_ridge_l2 > 0:
         raise ConfigError(f"{path}: key 'train.cold_ridge_l2' must be > 0 or null (chosen on validation), "
                           f"got {t.cold_ridge_l2}")
+    if m.id_fallback == "content" and m.item_inputs != "hybrid":
+        raise ConfigError(f"{path}: key 'model.id_fallback' is 'content' but 'model.item_inputs' is "
+                          f"'{m.item_inputs}': only hybrid inputs have ID vectors to predict")
     if m.d_model % m.num_heads:
         raise ConfigError(f"{path}: key 'model.d_model' ({m.d_model}) must be divisible by "
                           f"'model.num_heads' ({m.num_heads})")

@@ -8,7 +8,9 @@ batchable request is enqueued with `BatchScheduler.submit` and the coroutine
 awaits the batch's Future (the scheduler's threads run the batches), so a
 waiting request holds no thread; a request that runs unbatched goes to a pool
 of `num_threads` threads and is awaited. Status codes, messages and limits are
-those of `serving.services`.
+those of `serving.services`. Opt-in (`--grpc_frontend aio`): on the shared 2-core
+test machine it cost about 11% less server CPU per RPC but did not win end to end
+reliably (docs/benchmarks.md, "Request batching").
 """
 
 from __future__ import annotations

@@ -64,10 +64,10 @@ def test_unknown_front_end_is_refused(base: str) -> None:
         ModelServer(base, port=0, grpc_frontend="nope")
 
 
-def test_auto_front_end_is_aio_with_batching_and_sync_without(base: str) -> None:
+def test_the_default_front_end_is_sync(base: str) -> None:
     assert ModelServer(base, port=0).grpc_frontend == "sync"
-    assert ModelServer(base, port=0, batching=BatchingParameters()).grpc_frontend == "aio"
-    assert ModelServer(base, port=0, grpc_frontend="sync", batching=BatchingParameters()).grpc_frontend == "sync"
+    assert ModelServer(base, port=0, batching=BatchingParameters()).grpc_frontend == "sync"
+    assert ModelServer(base, port=0, grpc_frontend="aio").grpc_frontend == "aio"
 
 
 def test_aio_deadline_and_graceful_stop(base: str, monkeypatch: pytest.MonkeyPatch) -> None:

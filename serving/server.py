@@ -43,9 +43,8 @@ from serving.services import ModelService, PredictionService
 
 _log = logging.getLogger("learn_tf.serving")
 
-# sync: grpc.server, a pool thread per RPC; aio: grpc.aio, RPCs as coroutines on one event loop (serving.grpc_aio);
-# auto: aio with batching (requests await their batch), sync without (the model call needs a thread either way).
-GRPC_FRONTENDS = ("auto", "sync", "aio")
+# sync: grpc.server, a pool thread per RPC; aio: grpc.aio, RPCs as coroutines on one event loop (serving.grpc_aio).
+GRPC_FRONTENDS = ("sync", "aio")
 
 
 def _ensure_log_handler() -> None:
@@ -75,7 +74,7 @@ class ModelServer:
                  port: int = 8500, num_threads: int = 16, max_message_bytes: int = 4 << 20,
                  poll_seconds: float = 2.0, rest_port: Optional[int] = None,
                  batching: Optional[BatchingParameters] = None, batching_early_run: bool = True,
-                 grpc_frontend: str = "auto") -> None:
+                 grpc_frontend: str = "sync") -> None:
         _ensure_log_handler()
         if grpc_frontend not in GRPC_FRONTENDS:
             raise ValueError(f"grpc_frontend must be one of {', '.join(GRPC_FRONTENDS)}, got {grpc_frontend!r}")
@@ -97,7 +96,7 @@ class ModelServer:
         self.models = ModelManager(model_base, models_config=models_config, max_elements=self.max_elements)
         self.batching = batching
         self.batching_early_run = batching_early_run
-        self.grpc_frontend = grpc_frontend if grpc_frontend != "auto" else "aio" if batching is not None else "sync"
+        self.grpc_frontend = grpc_frontend
         self.scheduler: Optional[BatchScheduler] = None
         self.predictor = Predictor(self.models)
         self.rest: Optional[RestServer] = None
@@ -195,7 +194,7 @@ def serve_main(model_base: str, models_config: Optional[str] = None, host: str =
                num_threads: int = 16, max_message_bytes: int = 4 << 20, poll_seconds: float = 2.0,
                grace: float = 5.0, on_start: Optional[Callable[[ModelServer], None]] = None,
                rest_port: Optional[int] = None, batching: Optional[BatchingParameters] = None,
-               batching_early_run: bool = True, grpc_frontend: str = "auto") -> int:
+               batching_early_run: bool = True, grpc_frontend: str = "sync") -> int:
     """Runs a ModelServer until SIGINT/SIGTERM, then shuts down gracefully; returns the exit code (0).
 
     Prints `serving <models> on <host>:<port>` to stdout once requests are accepted, then
@@ -246,10 +245,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--no_batching_early_run", action="store_true",
                    help="with batching, a lone request waits idle for its batch's timeout instead of computing "
                         "its row meanwhile (see serving.batching.BatchScheduler)")
-    p.add_argument("--grpc_frontend", choices=GRPC_FRONTENDS, default="auto",
-                   help="sync: grpc.server, every RPC on a pool thread; aio: grpc.aio, RPCs as coroutines on one "
-                        "event loop, batched requests awaiting their batch (serving.grpc_aio); auto (default): aio "
-                        "with --enable_batching, else sync")
+    p.add_argument("--grpc_frontend", choices=GRPC_FRONTENDS, default="sync",
+                   help="sync (default): grpc.server, every RPC on a pool thread; aio: grpc.aio, RPCs as coroutines "
+                        "on one event loop, batched requests awaiting their batch (serving.grpc_aio)")
     p.add_argument("--num_threads", type=int, default=16)
     p.add_argument("--max_message_bytes", type=int, default=4 << 20)
     p.add_argument("--poll_seconds", type=float, default=2.0)

@@ -25,6 +25,9 @@ from learn_tf.layers import CausalTransformerEncoder, ContentAdaptor, ContentTab
 
 ITEM_TOWERS = ("a", "b", "c", "e")
 ITEM_INPUTS = ("content", "hybrid")
+# What a hybrid tower's dropped (training) or untrained ID vector becomes: zero, or predicted from
+# the item's content by a learned linear map (DropoutNet-style: the map is trained on the dropped IDs).
+ID_FALLBACKS = ("zero", "content")
 SIMILARITIES = ("cosine", "dot")
 
 
@@ -83,6 +86,11 @@ class LearnTowers(_TowersBase):
       item_inputs: "content" (the paper) or "hybrid" (content + a learned ID
         embedding dropped with probability `id_dropout` while training; cold
         items have an untrained, zero ID vector).
+      id_fallback: hybrid inputs only: "zero" (a dropped ID vector is zero)
+        or "content" (a dropped ID vector is the item's content times a
+        trainable map `id_map`, trained on the dropped positions; after
+        training, `fit_cold_ids(seen, None)` gives untrained items that
+        prediction).
       use_positions, max_len: optional learned positions (off, as officially).
       input_norm: LayerNorm on the content vectors in the adaptor.
       similarity: "cosine" (unit-norm outputs; scores are cosines times the
@@ -97,7 +105,7 @@ class LearnTowers(_TowersBase):
                  item_tower: str = "a", item_inputs: str = "content", id_dropout: float = 0.5,
                  use_positions: bool = False, max_len: int = 64, input_norm: bool = True,
                  similarity: str = "cosine", initializer_range: Optional[float] = None,
-                 content_table: Optional[np.ndarray] = None, **kwargs: Any) -> None:
+                 content_table: Optional[np.ndarray] = None, id_fallback: str = "zero", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_similarity(similarity)
         self.similarity, self.initializer_range = similarity, initializer_range
@@ -105,6 +113,9 @@ class LearnTowers(_TowersBase):
             raise ValueError(f"item_tower must be one of {ITEM_TOWERS}, got {item_tower!r}")
         if item_inputs not in ITEM_INPUTS:
             raise ValueError(f"item_inputs must be one of {ITEM_INPUTS}, got {item_inputs!r}")
+        if id_fallback not in ID_FALLBACKS:
+            raise ValueError(f"id_fallback must be one of {ID_FALLBACKS}, got {id_fallback!r}")
+        self.id_fallback = id_fallback
         self.num_items, self.content_dim, self.d_model = num_items, content_dim, d_model
         self.num_layers, self.num_heads, self.ff_dim, self.dropout = num_layers, num_heads, ff_dim, dropout
         self.item_tower, self.item_inputs, self.id_dropout = item_tower, item_inputs, id_dropout
@@ -129,14 +140,21 @@ class LearnTowers(_TowersBase):
         self.cold_map = (self.add_weight(name="cold_map", shape=[content_dim, d_model], initializer="zeros",
                                          trainable=False)
                          if item_inputs == "hybrid" else None)
+        # id_fallback "content": the learned content -> ID map used for dropped IDs while training.
+        self.id_map = (self.add_weight(name="id_map", shape=[content_dim, d_model],
+                                       initializer=tf.keras.initializers.RandomNormal(stddev=initializer_range or 0.02))
+                       if item_inputs == "hybrid" and id_fallback == "content" else None)
 
     def _inputs(self, indices: tf.Tensor, training: bool) -> tf.Tensor:
-        x = self.adaptor(self.content(indices), training=training)
+        content = self.content(indices)
+        x = self.adaptor(content, training=training)
         if self.ids is not None:
             e = self.ids(indices)
             if training and self.id_dropout > 0:
-                keep = tf.random.uniform(tf.shape(indices)) >= self.id_dropout
-                e = e * tf.cast(keep, e.dtype)[..., None]
+                keep = tf.cast(tf.random.uniform(tf.shape(indices)) >= self.id_dropout, e.dtype)[..., None]
+                e = e * keep
+                if self.id_map is not None:  # dropped IDs are predicted from content (one [N+1, d] table per call)
+                    e = e + (1.0 - keep) * tf.gather(tf.matmul(self.content.table, self.id_map), indices)
             x = x + e
         return x
 
@@ -219,11 +237,12 @@ class LearnTowers(_TowersBase):
         items' content vectors C to their ID vectors E, keeps it (`cold_map`,
         used by `items_from_content` and `with_extra_items`, so items onboarded
         later get the same treatment) and sets each untrained item's ID vector
-        to its content times W. `l2=None` resets them to zero (content alone).
+        to its content times W. `l2=None` gives them the fallback instead.
 
         Args:
           seen: [N] or [N + 1] bool over item indices, True for trained items.
-          l2: ridge strength (> 0), or None.
+          l2: ridge strength (> 0), or None: the fallback (zero ID vectors, or
+            content times the learned `id_map` when `id_fallback` is "content").
 
         Raises:
           ValueError: the towers are not hybrid, `seen` has the wrong length,
@@ -243,7 +262,7 @@ class LearnTowers(_TowersBase):
         self.users(tf.ones([1, 1], tf.int32))  # builds the tables
         content = self.content.table.numpy()[1:]
         if l2 is None:
-            w = np.zeros(self.cold_map.shape, np.float32)
+            w = self.id_map.numpy() if self.id_map is not None else np.zeros(self.cold_map.shape, np.float32)
         else:
             x = content[seen].astype(np.float64)
             y = self.ids.embeddings.numpy()[1:][seen].astype(np.float64)
@@ -287,6 +306,8 @@ class LearnTowers(_TowersBase):
             cold_map = self.cold_map.numpy()
             grown.ids.set_weights([np.concatenate([old, (rows @ cold_map).astype(old.dtype)])])
             grown.cold_map.assign(cold_map)
+            if self.id_map is not None:
+                grown.id_map.assign(self.id_map)
         return grown
 
     def get_config(self) -> dict[str, Any]:
@@ -296,7 +317,7 @@ class LearnTowers(_TowersBase):
             "out_dim": self.out_dim, "dropout": self.dropout, "item_tower": self.item_tower,
             "item_inputs": self.item_inputs, "id_dropout": self.id_dropout, "use_positions": self.use_positions,
             "max_len": self.max_len, "input_norm": self.input_norm, "similarity": self.similarity,
-            "initializer_range": self.initializer_range, "name": self.name,
+            "initializer_range": self.initializer_range, "id_fallback": self.id_fallback, "name": self.name,
         }
 
 

@@ -227,3 +227,36 @@ def test_fit_cold_ids_gives_untrained_items_the_ridge_map_of_their_content():
         _learn(item_tower="e").fit_cold_ids(seen, 1.0)
     with pytest.raises(ValueError, match="entries"):
         towers.fit_cold_ids(seen[:3], 1.0)
+
+
+def test_content_fallback_predicts_dropped_and_untrained_ids_with_the_learned_map():
+    towers = _learn(item_tower="e", item_inputs="hybrid", similarity="dot", input_norm=False,
+                    id_fallback="content", id_dropout=1.0)
+    hist = tf.constant([[1, 2, 3]])
+    towers.users(hist)
+    assert any("id_map" in w.name for w in towers.trainable_weights)
+    w = towers.id_map.numpy()
+    # Every ID dropped (id_dropout 1): the training input is adaptor(content) + content @ id_map ...
+    content = towers.content(hist)
+    expected = towers.adaptor(content).numpy() + content.numpy() @ w
+    assert np.allclose(towers._inputs(hist, training=True).numpy(), expected, atol=1e-5)
+    # ... so the map gets gradients from the loss; with the zero fallback nothing replaces the ID.
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(towers.sequence(hist, training=True) ** 2)
+    assert np.abs(tape.gradient(loss, towers.id_map).numpy()).sum() > 0
+    zero = _learn(item_tower="e", item_inputs="hybrid", similarity="dot", input_norm=False, id_dropout=1.0)
+    zero.users(hist)
+    assert zero.id_map is None
+    assert np.allclose(zero._inputs(hist, training=True).numpy(), zero.adaptor(zero.content(hist)).numpy(), atol=1e-6)
+    # After training, untrained items get content @ id_map (fit_cold_ids with l2=None), kept for items added later.
+    seen = np.ones(N, bool)
+    seen[[4, 8]] = False
+    towers.fit_cold_ids(seen, None)
+    assert np.allclose(towers.ids.get_weights()[0][[5, 9]], _content()[[4, 8]] @ w, atol=1e-5)
+    assert np.array_equal(towers.cold_map.numpy(), w)
+    grown = towers.with_extra_items(_content()[[4]])
+    assert np.allclose(grown.items(tf.constant([N + 1])).numpy(), towers.items(tf.constant([5])).numpy(), atol=1e-5)
+    assert np.array_equal(grown.id_map.numpy(), w)
+    assert LearnTowers.from_config(towers.get_config()).get_config() == towers.get_config()
+    with pytest.raises(ValueError, match="id_fallback"):
+        _learn(item_inputs="hybrid", id_fallback="mean")

@@ -92,7 +92,8 @@ def build_towers(m: ModelConfig, max_len: int, kind: str, catalogue: Catalogue, 
     return LearnTowers(len(catalogue), content.shape[1], out_dim=m.out_dim,
                        item_tower="c" if kind == "learn_c" else m.item_tower, item_inputs=m.item_inputs,
                        id_dropout=m.id_dropout, use_positions=m.use_positions, input_norm=m.input_norm,
-                       similarity=m.similarity, dropout=m.dropout, content_table=content, **common)
+                       similarity=m.similarity, dropout=m.dropout, content_table=content,
+                       id_fallback=m.id_fallback, **common)
 
 
 def model_name(m: ModelConfig, kind: str) -> str:

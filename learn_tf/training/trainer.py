@@ -198,30 +198,49 @@ def fit_cold_ids(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: 
                  val_cases: pd.DataFrame, settings: TrainConfig) -> Optional[dict[str, Any]]:
     """`train.cold_ids: ridge` on hybrid towers: fits the content -> ID map of untrained items.
 
-    The L2 strength is `settings.cold_ridge_l2`, or the one of zero ID vectors
-    (None) and `COLD_RIDGE_GRID` with the best validation NDCG@10 (first
-    best on ties). Returns what was chosen and tried; None when not asked for
-    or the towers have no ID vectors.
+    The L2 strength is `settings.cold_ridge_l2`, or the one of the fallback
+    (None: zero ID vectors, or the learned content map of towers with
+    `id_fallback` "content") and `COLD_RIDGE_GRID` with the best validation
+    NDCG@10 (first best on ties) over every case, or over the cold-item
+    cases (`settings.cold_ridge_metric`). Towers with a learned map get its
+    prediction when no ridge is asked for. Returns what was chosen and tried;
+    None when nothing was fitted.
     """
-    if settings.cold_ids != "ridge" or getattr(towers, "ids", None) is None:
+    learned = getattr(towers, "id_map", None) is not None
+    if getattr(towers, "ids", None) is None or (settings.cold_ids != "ridge" and not learned):
         return None
     seen = seen_items(train_sequences, len(catalogue))
-    chosen: Optional[float] = settings.cold_ridge_l2
+    fallback = "learned map" if learned else "zero"
+    chosen: Optional[float] = settings.cold_ridge_l2 if settings.cold_ids == "ridge" else None
     tried: dict[str, float] = {}
-    if chosen is None:  # zero ID vectors or a ridge strength, by validation NDCG@10 (first best on ties)
+    cases, metric = _cold_selection_cases(val_cases, settings)
+    if settings.cold_ids == "ridge" and chosen is None:  # the fallback or a ridge strength, by validation NDCG@10
         best = -1.0
         for l2 in (None, *COLD_RIDGE_GRID):
             towers.fit_cold_ids(seen, l2)
-            ndcg = validation_ndcg(towers, catalogue, val_cases, settings)[0]
-            tried["zero" if l2 is None else str(l2)] = ndcg
+            ndcg = validation_ndcg(towers, catalogue, cases, settings)[0]
+            tried[fallback if l2 is None else str(l2)] = ndcg
             if ndcg > best:
                 best, chosen = ndcg, l2
     towers.fit_cold_ids(seen, chosen)
     untrained = int((~seen[1:]).sum())
-    what = "zero ID vectors" if chosen is None else f"ridge ID vectors (l2 {chosen:g})"
+    what = (("ID vectors from the learned content map" if learned else "zero ID vectors") if chosen is None
+            else f"ridge ID vectors (l2 {chosen:g})")
     print(f"  cold ids: {untrained} untrained items get {what}"
-          + (f"; validation NDCG@10 by l2: {tried}" if tried else ""), flush=True)
-    return {"l2": chosen, "validation_ndcg@10": tried, "untrained_items": untrained}
+          + (f"; validation NDCG@10 ({metric}) by l2: {tried}" if tried else ""), flush=True)
+    return {"l2": chosen, "fallback": fallback, "selected_on": metric, "validation_ndcg@10": tried,
+            "untrained_items": untrained}
+
+
+def _cold_selection_cases(val_cases: pd.DataFrame, settings: TrainConfig) -> tuple[pd.DataFrame, str]:
+    """The validation cases `train.cold_ridge_metric` selects the ridge strength on, and their name.
+
+    "overall": every case; "cold_item": the cases whose target was never
+    trained (the `cold_item` segment), or every case when there are none.
+    """
+    if settings.cold_ridge_metric == "cold_item" and "cold_item" in val_cases and val_cases["cold_item"].any():
+        return val_cases[val_cases["cold_item"]].reset_index(drop=True), "cold_item"
+    return val_cases, "overall"
 
 
 class _EvalCallback(tf.keras.callbacks.Callback):

@@ -134,3 +134,42 @@ def test_cold_ids_ridge_keeps_the_l2_with_the_best_validation_ndcg():
     assert now["protocols"]["unmasked"]["overall"]["metrics"]["ndcg@10"] == pytest.approx(best, abs=1e-9)
     ids = towers.ids.get_weights()[0][untrained]
     assert (cold["l2"] is None) == (not ids.any())  # ... and untrained items carry its ID vectors
+
+
+def test_learned_content_map_trains_and_gives_untrained_items_its_prediction():
+    cat, content, seqs, splits = _toy_data(cold_item_fraction=0.15)
+    tf.keras.utils.set_random_seed(0)
+    towers = LearnTowers(len(cat), 8, d_model=16, num_layers=1, num_heads=2, ff_dim=32, dropout=0.0, max_len=12,
+                         item_tower="e", item_inputs="hybrid", id_dropout=0.5, id_fallback="content",
+                         similarity="dot", input_norm=False, content_table=content)
+    towers.users(tf.ones([1, 1], tf.int32))
+    before = towers.id_map.numpy().copy()
+    settings = TrainConfig(sampling="next_item", max_len=12, batch_size=32, epochs=2, seed=0,
+                           early_stopping_protocol="unmasked")
+    result = train(towers, cat, seqs, splits.cases("validation"), settings, verbose=0)
+    w = towers.id_map.numpy()
+    assert not np.allclose(w, before)  # the map learned from the dropped IDs
+    untrained = np.flatnonzero(~np.isin(cat.item_ids, splits.train["item_id"].unique())) + 1
+    assert result.cold_ids["fallback"] == "learned map" and result.cold_ids["l2"] is None
+    assert np.allclose(towers.ids.get_weights()[0][untrained], content[untrained - 1] @ w, atol=1e-5)
+    assert np.array_equal(towers.cold_map.numpy(), w)
+
+
+def test_cold_ids_ridge_can_select_on_the_cold_item_validation_cases():
+    cat, content, seqs, splits = _toy_data(cold_item_fraction=0.15)
+    val = splits.cases("validation")
+    cold_cases = val[val["cold_item"]].reset_index(drop=True)
+    assert 0 < len(cold_cases) < len(val)
+    tf.keras.utils.set_random_seed(0)
+    towers = LearnTowers(len(cat), 8, d_model=16, num_layers=1, num_heads=2, ff_dim=32, dropout=0.0, max_len=12,
+                         item_tower="e", item_inputs="hybrid", id_dropout=0.2, similarity="dot", input_norm=False,
+                         content_table=content)
+    settings = TrainConfig(sampling="next_item", max_len=12, batch_size=32, epochs=2, seed=0, cold_ids="ridge",
+                           cold_ridge_metric="cold_item", early_stopping_protocol="unmasked")
+    cold = train(towers, cat, seqs, val, settings, verbose=0).cold_ids
+    assert cold["selected_on"] == "cold_item"
+    best = max(cold["validation_ndcg@10"].values())
+    assert cold["validation_ndcg@10"]["zero" if cold["l2"] is None else str(cold["l2"])] == best
+    # The recorded figures are NDCG@10 of the cold-item cases alone, as the towers now score them.
+    now = evaluate(TowerScorer(towers, cat, 12).score, cold_cases, cat.item_ids, ks=(10,), protocols=("unmasked",))
+    assert now["protocols"]["unmasked"]["overall"]["metrics"]["ndcg@10"] == pytest.approx(best, abs=1e-9)
