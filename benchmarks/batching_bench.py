@@ -14,8 +14,9 @@ that batching adds at concurrency 1, with `uptime` before and after.
 `--variant name=value,...` (repeatable) adds one more server with other parameters, measured in
 the same rounds: batching parameters (e.g. `num_batch_threads=1`), `early_run=0` (a lone request
 waits idle for the timeout, as before the early run of serving.batching), `frontend=sync|aio`
-(`--grpc_frontend`; the plain servers run the default, sync), and `batching=0` (an unbatched
-server, e.g. `batching=0,frontend=aio`); `--base DIR` keeps the
+(`--grpc_frontend`; the plain servers run the default, sync), `intra_op=N` / `inter_op=N`
+(TensorFlow's thread pools), and `batching=0` (an unbatched server, e.g.
+`batching=0,frontend=aio`); `--base DIR` keeps the
 export in DIR and reuses it on the next run (the 1M export takes minutes).
 
 The client sends PredictRequests serialised once (`--client prebuilt`, the default since
@@ -126,6 +127,10 @@ def _start_variant(base: str, params: Any, spec: str, params_file: str,
         flags.append("--no_batching_early_run")
     if "frontend" in changes:  # else the server's default (sync)
         flags += ["--grpc_frontend", changes.pop("frontend")]
+    for key, flag in (("intra_op", "--tensorflow_intra_op_parallelism"),
+                      ("inter_op", "--tensorflow_inter_op_parallelism")):
+        if key in changes:
+            flags += [flag, changes.pop(key)]
     if changes.pop("batching", "1") == "0":
         return _start(base, False, extra=flags)
     variant = dataclasses.replace(params, **{k: int(v) for k, v in changes.items()})
@@ -142,7 +147,8 @@ def main() -> None:
     p.add_argument("--models", default=f"{RETRIEVAL_BF_MODEL},{RETRIEVAL_MODEL}")
     p.add_argument("--variant", action="append", default=[],
                    help="name=value,...: one more server, with batching parameters over the exported ones, and "
-                   "early_run=0|1, batching=0|1 (0: unbatched), frontend=sync|aio (--grpc_frontend); repeatable")
+                   "early_run=0|1, batching=0|1 (0: unbatched), frontend=sync|aio (--grpc_frontend), intra_op=N and "
+                   "inter_op=N (--tensorflow_*_op_parallelism); repeatable")
     p.add_argument("--base", default=None, help="keep (and reuse) the export here")
     p.add_argument("--json", default=None)
     p.add_argument("--server_args", default="",
