@@ -49,14 +49,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
-def _rss_mib() -> dict[str, float]:
-    """Current (VmRSS) and peak (VmHWM) resident set of this process, MiB."""
-    out = {}
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                out[line.split(":")[0]] = round(int(line.split()[1]) / 1024, 1)
-    return out
+from trainer_rss_bench import _rss_mib  # noqa: E402 - the same /proc reading (benchmarks/ is on sys.path)
 
 
 def _busy_jiffies() -> int:
