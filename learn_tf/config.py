@@ -240,6 +240,8 @@ class TrainConfig:
     # SequenceExample shards, shards in a fresh order each epoch) through a shuffle buffer of N
     # sequences and their rows through one of N rows, so memory stays flat as interactions grow; each
     # sequence gives the same rows per epoch as in memory, in a different order (different batches).
+    # A buffer that would hold every sequence (N >= the number of sequences, e.g. MovieLens' 943 users
+    # with N = 10000) is the exact path: the same batches as 0, within the same memory bound.
     stream_shuffle_buffer: int = 0
     # What the ridge strength is chosen on: validation NDCG@10 over "overall" cases, or over the
     # "cold_item" cases (targets never trained; every case when there are none): the operating point

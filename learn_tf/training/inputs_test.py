@@ -211,3 +211,17 @@ def test_model_trains_on_streamed_shards(shards):
     assert setup.steps_per_epoch == -(-SequenceSampler(seqs, settings).samples_per_epoch // 16)
     history = setup.model.fit(setup.dataset, epochs=2, verbose=0).history["loss"]
     assert len(history) == 2 and all(np.isfinite(history))
+
+
+def test_a_buffer_that_holds_every_sequence_gives_the_exact_batches(shards):
+    directory, seqs = shards
+    records = RecordSequences(directory, CATALOGUE)
+    exact = make_sampler(records, TrainConfig(sampling="next_item", max_len=6, batch_size=8), seed=3).epoch()
+    for buffer in (len(seqs), 10 * len(seqs)):  # N >= the sequences: the exact path, batch for batch
+        settings = TrainConfig(sampling="next_item", max_len=6, batch_size=8, stream_shuffle_buffer=buffer)
+        sampler = make_sampler(records, settings, seed=3)
+        assert isinstance(sampler, SequenceSampler)
+        epoch = sampler.epoch()
+        assert all(np.array_equal(epoch[k], exact[k]) for k in exact)
+    smaller = TrainConfig(sampling="next_item", max_len=6, batch_size=8, stream_shuffle_buffer=len(seqs) - 1)
+    assert isinstance(make_sampler(records, smaller, seed=3), StreamedSampler)

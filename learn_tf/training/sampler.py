@@ -452,7 +452,8 @@ Sampler = Union[SequenceSampler, StreamedSampler]
 def make_sampler(sequences: TrainingSequences, settings: TrainConfig, seed: int = 0,
                  mode: str | None = None) -> Sampler:
     """The sampler `settings.stream_shuffle_buffer` selects: 0 = `SequenceSampler` (exact, in memory;
-    `RecordSequences` are packed first), N > 0 = `StreamedSampler` with buffers of N.
+    `RecordSequences` are packed first), N > 0 = `StreamedSampler` with buffers of N, unless the buffer
+    would hold every sequence: then the exact sampler (the same memory bound, and the same batches as 0).
 
     Raises:
       ValueError: a negative `stream_shuffle_buffer`, or as the samplers.
@@ -460,6 +461,6 @@ def make_sampler(sequences: TrainingSequences, settings: TrainConfig, seed: int 
     n = settings.stream_shuffle_buffer
     if n < 0:
         raise ValueError(f"train.stream_shuffle_buffer must be 0 (exact, in memory) or N > 0 (streamed), got {n}")
-    if n > 0:
+    if n > 0 and len(sequences) > n:
         return StreamedSampler(sequences, settings, seed=seed, mode=mode)
     return SequenceSampler(sequences, settings, seed=seed, mode=mode)
