@@ -225,3 +225,27 @@ def test_a_buffer_that_holds_every_sequence_gives_the_exact_batches(shards):
         assert all(np.array_equal(epoch[k], exact[k]) for k in exact)
     smaller = TrainConfig(sampling="next_item", max_len=6, batch_size=8, stream_shuffle_buffer=len(seqs) - 1)
     assert isinstance(make_sampler(records, smaller, seed=3), StreamedSampler)
+
+
+def test_training_with_a_buffer_that_holds_every_sequence_equals_the_exact_path(shards):
+    from learn_tf.models.towers import LearnTowers
+    from learn_tf.training.jobs import training_inputs
+    from learn_tf.training.trainer import prepare_training
+
+    directory, seqs = shards
+    items = pd.DataFrame({"item_id": ITEMS})
+    content = np.random.default_rng(0).normal(size=(len(ITEMS), 8)).astype(np.float32)
+    losses, weights = [], []
+    for buffer in (0, 10 * len(seqs)):
+        catalogue, aligned, records = training_inputs(items, directory, np.array(ITEMS), content, stream=True)
+        tf.keras.utils.set_random_seed(0)
+        towers = LearnTowers(len(catalogue), 8, d_model=16, num_layers=1, num_heads=2, ff_dim=32, out_dim=8,
+                             dropout=0.0, max_len=6, content_table=aligned)
+        settings = TrainConfig(sampling="next_item", negatives="sampled", num_sampled_negatives=16, max_len=6,
+                               batch_size=16, epochs=2, stream_shuffle_buffer=buffer)
+        setup = prepare_training(towers, catalogue, records, settings)
+        assert isinstance(setup.sampler, SequenceSampler)
+        losses.append(setup.model.fit(setup.dataset, epochs=2, verbose=0).history["loss"])
+        weights.append(towers.get_weights())
+    assert losses[0] == losses[1]
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))
