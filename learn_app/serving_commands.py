@@ -1,6 +1,7 @@
 """`learn export | serve | query | add-items`: the serving commands.
 
-- `learn export`: trained towers -> the four SavedModels in TF Serving layout.
+- `learn export`: trained towers -> the four SavedModels in TF Serving layout
+  (a trained CLLM4Rec -> `cllm4rec_retrieval`).
 - `learn serve`: the TF Serving-compatible gRPC and REST server over the model base.
 - `learn query`: top-k for a history of ids or exact titles, over gRPC or REST.
 - `learn add-items`: cold-start onboarding without retraining: embed the new
@@ -22,6 +23,7 @@ import pandas as pd
 from ml_metadata.errors import NotFoundError as MetadataNotFoundError
 
 from beam.embed_pipeline import run_embedding_job_from_config
+from learn_tf.cllm4rec import store as cllm4rec_store
 from learn_tf.config import Config
 from learn_tf.data.ingest import read_ingested
 from learn_tf.data.schema import ITEM_TEXT_FIELDS, ITEMS_SCHEMA
@@ -30,8 +32,11 @@ from learn_tf.embeddings.store import load_embeddings
 from learn_tf.layout import RunLayout
 from learn_app.data_commands import merge_onboarded
 from learn_tf.training.jobs import CATALOGUE_FILE, TOWERS_FILE, model_name
-from learn_tf.utils.io import atomic_path, read_text
+from learn_tf.utils.io import atomic_path, local_copy, read_text
+from learn_tf.utils.io import exists as io_exists
 from serving.client import is_rest_target, retrieve
+from serving.cllm4rec_export import MODEL as CLLM4REC_MODEL
+from serving.cllm4rec_export import export_cllm4rec
 from serving.export import export_trained
 from serving.server import batching_from_config, serve_main
 from tfx_pipeline.lineage import latest_pushed_towers
@@ -77,10 +82,34 @@ def _print_export(paths: dict[str, Any], base: str) -> None:
     print(f"  {os.path.join(base, 'models.config')} (all models), models.stock.config (stock TF Serving)")
 
 
+def holds_cllm4rec(model_dir: str) -> bool:
+    """True when `model_dir` is a trained CLLM4Rec (`learn train --model cllm4rec`), not LEARN towers."""
+    return io_exists(os.path.join(model_dir, cllm4rec_store.META_FILE)) and not io_exists(
+        os.path.join(model_dir, TOWERS_FILE))
+
+
 def export_model(cfg: Config, model_dir: str, version: Optional[int] = None,
                  extra_items: Optional[tuple[Sequence[str], np.ndarray]] = None) -> dict[str, Any]:
-    """Exports trained towers (plus onboarded items) into the run's model base, ScaNN tuned on training histories."""
+    """Exports trained towers (plus onboarded items) into the run's model base, ScaNN tuned on training histories.
+
+    A trained CLLM4Rec exports as `cllm4rec_retrieval` (`serving.cllm4rec_export`; its prompt keeps the last
+    `split.history_max_len` items, as the evaluator's cases do).
+
+    Raises:
+      ValueError: onboarded items for a CLLM4Rec model (its item tokens are learned from interactions).
+    """
     layout = cfg.layout()
+    if holds_cllm4rec(model_dir):
+        if extra_items is not None and len(extra_items[0]):
+            raise ValueError(f"{model_dir} is a CLLM4Rec model: its item tokens are learned from interactions, so "
+                             "new items cannot be added without training (`learn train --model cllm4rec` after "
+                             "ingesting them); `learn add-items` onboards items for the LEARN towers")
+        t0 = time.time()
+        with local_copy(model_dir) as local:  # store.load reads local files
+            out = export_cllm4rec(local, layout.model_base, max_k=cfg.serving.max_k,
+                                  max_history=cfg.split.history_max_len, version=version,
+                                  warmup=cfg.serving.warmup_requests)
+        return {"version": out["version"], CLLM4REC_MODEL: out["path"], "seconds": time.time() - t0}
     return export_trained(model_dir, layout.model_base, cfg.serving, training_interactions(layout), version=version,
                           extra_items=extra_items)
 
@@ -184,12 +213,15 @@ def cmd_query(cfg: Config, args: argparse.Namespace) -> int:
     if args.rest and not is_rest_target(target):
         host, _, port = target.rpartition(":")
         target = f"http://{host}:{int(port) + 1}" if not args.server else f"http://{target}"
+    model = args.model or (CLLM4REC_MODEL if cfg.pipeline.model_kind == "cllm4rec" else "learn_retrieval")
+    users = [args.user or ""] if model == CLLM4REC_MODEL else None  # CLLM4Rec's prompt may start with a user token
     t0 = time.time()
-    [results] = retrieve(target, [history], k=args.k, exclude_history=not args.include_history, model=args.model)
+    [results] = retrieve(target, [history], k=args.k, exclude_history=not args.include_history, model=model,
+                         user_ids=users)
     ms = (time.time() - t0) * 1000
     rows = items.drop_duplicates("item_id", keep="last").set_index("item_id", drop=False)
     print(f"history: {', '.join(_display(rows.loc[h]) if h in rows.index else h for h in history)}")
-    print(f"top {len(results)} from {args.model} at {target} over {'REST' if is_rest_target(target) else 'gRPC'} "
+    print(f"top {len(results)} from {model} at {target} over {'REST' if is_rest_target(target) else 'gRPC'} "
           f"({ms:.0f} ms):")
     for rank, (item_id, score) in enumerate(results, 1):
         name = _display(rows.loc[item_id]) if item_id in rows.index else item_id
@@ -261,9 +293,14 @@ def add_items(cfg: Config, path: str, model_dir: Optional[str] = None) -> dict[s
     leaves at most an extra version with the same items, never a duplicate.
 
     Raises:
-      ValueError: bad records, or ids already in the catalogue.
+      ValueError: bad records, ids already in the catalogue, or a CLLM4Rec model (it cannot onboard untrained items).
     """
     t0 = time.time()
+    model_dir = model_dir or serving_model_dir(cfg)
+    if holds_cllm4rec(model_dir):
+        raise ValueError(f"{model_dir} is a CLLM4Rec model: its item tokens are learned from interactions, so new "
+                         "items need training (ingest them, then `learn train --model cllm4rec`); `learn add-items` "
+                         "onboards items for the LEARN towers (pipeline.model_kind: learn)")
     new = read_new_items(path)
     existing = catalogue_items(cfg)
     clash = sorted(set(new["item_id"]) & set(existing["item_id"].astype(str)))
@@ -281,7 +318,6 @@ def add_items(cfg: Config, path: str, model_dir: Optional[str] = None) -> dict[s
         all_items.to_parquet(tmp, schema=ITEMS_SCHEMA, index=False)
     print(f"[learn add-items] {len(new):,} new items ({int(new['text_fallback'].sum())} without text); "
           f"catalogue now {len(all_items):,} items")
-    model_dir = model_dir or serving_model_dir(cfg)
     embeddings_dir = embeddings_dir_of(cfg, model_dir)
     print(f"[learn add-items] towers {model_dir}; embeddings {embeddings_dir} (published post-processing reused)")
     embed = run_embedding_job_from_config(cfg.embedding, catalogue_path, embeddings_dir)
@@ -347,7 +383,9 @@ def register(add: Any) -> None:  # noqa: ANN401
     sp.add_argument("--history", action="append", required=True,
                     help="comma-separated item ids or exact titles, oldest first (repeatable)")
     sp.add_argument("--k", type=int, default=10)
-    sp.add_argument("--model", default="learn_retrieval", help="learn_retrieval (ScaNN) or learn_retrieval_bf")
+    sp.add_argument("--model", help="learn_retrieval (ScaNN), learn_retrieval_bf or cllm4rec_retrieval (default: "
+                    "cllm4rec_retrieval when pipeline.model_kind is cllm4rec, else learn_retrieval)")
+    sp.add_argument("--user", help="user id for cllm4rec_retrieval's prompt (default: none, history only)")
     sp.add_argument("--server", help="gRPC host:port (default serving.host:serving.port), or http://host:port "
                     "for the REST API")
     sp.add_argument("--rest", action="store_true", help="use the REST API (port serving.port + 1 unless --server)")

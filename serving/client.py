@@ -162,8 +162,12 @@ def is_rest_target(target: Any) -> bool:
 
 def retrieve(stub_or_target: StubOrTarget, history: Sequence[Sequence[str]], k: int, exclude_history: bool = True,
              model: str = RETRIEVAL_MODEL, timeout: float = 10.0,
-             pad_to: Optional[int] = None) -> list[list[tuple[str, float]]]:
+             pad_to: Optional[int] = None,
+             user_ids: Optional[Sequence[str]] = None) -> list[list[tuple[str, float]]]:
     """Top-k items for each history (oldest first) from a retrieval model (`learn_retrieval` or `_bf`).
+
+    `user_ids` (one per history, "" for none) is sent as the `user_id` input, which `cllm4rec_retrieval`
+    takes; the LEARN models take no user input.
 
     `stub_or_target` is a gRPC target (see `predict`) or a REST URL `http://host:port`. `pad_to`
     pads every history with "" to that fixed width (needed when TF Serving batches requests;
@@ -186,6 +190,10 @@ def retrieve(stub_or_target: StubOrTarget, history: Sequence[Sequence[str]], k: 
             padded[i, j] = item.encode("utf-8") if isinstance(item, str) else bytes(item)
     inputs = {"history": padded, "k": np.full(len(history), k, np.int32),
               "exclude_history": np.full(len(history), exclude_history, bool)}
+    if user_ids is not None:
+        if len(user_ids) != len(history):
+            raise ValueError(f"{len(user_ids)} user ids for {len(history)} histories")
+        inputs["user_id"] = np.asarray([str(u).encode("utf-8") for u in user_ids], dtype=object)
     if is_rest_target(stub_or_target):
         outputs = rest_predict(str(stub_or_target), model, inputs, timeout=timeout)
     else:
