@@ -245,8 +245,10 @@ class TrainConfig:
     stream_shuffle_buffer: int = 0
     # What the ridge strength is chosen on: validation NDCG@10 over "overall" cases, or over the
     # "cold_item" cases (targets never trained; every case when there are none): the operating point
-    # for cold items, at a cost to warm ones (docs/results.md).
-    cold_ridge_metric: Literal["overall", "cold_item"] = "overall"
+    # for cold items, at a cost to warm ones (docs/results.md). "balanced": the best overall NDCG@10
+    # among the strengths whose cold-item NDCG@10 is at least `cold_ridge_floor` x the best one.
+    cold_ridge_metric: Literal["overall", "cold_item", "balanced"] = "overall"
+    cold_ridge_floor: float = 0.5
     seed: int = 2024
 
 
@@ -582,6 +584,9 @@ def _check_model_train(cfg: Config, path: str) -> None:
     if t.stream_shuffle_buffer < 0:
         raise ConfigError(f"{path}: key 'train.stream_shuffle_buffer' must be 0 (exact in-memory input) or a "
                           f"buffer of N > 0 sequences (streamed input), got {t.stream_shuffle_buffer}")
+    if not 0.0 <= t.cold_ridge_floor <= 1.0:
+        raise ConfigError(f"{path}: key 'train.cold_ridge_floor' must be in [0, 1] (a share of the best cold-item "
+                          f"validation NDCG@10), got {t.cold_ridge_floor}")
     if t.cold_ridge_l2 is not None and not t.cold_ridge_l2 > 0:
         raise ConfigError(f"{path}: key 'train.cold_ridge_l2' must be > 0 or null (chosen on validation), "
                           f"got {t.cold_ridge_l2}")

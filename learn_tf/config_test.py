@@ -64,6 +64,7 @@ def test_config_is_frozen(tmp_path):
         (MINIMAL + "train:\n  cold_ridge_l2: 0\n", "key 'train.cold_ridge_l2' must be > 0"),
         (MINIMAL + "model:\n  id_fallback: mean\n", "key 'model.id_fallback' must be one of"),
         (MINIMAL + "train:\n  cold_ridge_metric: head\n", "key 'train.cold_ridge_metric' must be one of"),
+        (MINIMAL + "train:\n  cold_ridge_floor: 1.5\n", "key 'train.cold_ridge_floor' must be in [0, 1]"),
         (MINIMAL + "model:\n  id_fallback: content\n", "key 'model.id_fallback' is 'content'"),
         ("- a\n- b\n", "expected a mapping"),
         ("name: [unclosed\n", "not valid YAML"),

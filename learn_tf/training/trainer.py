@@ -213,34 +213,64 @@ def fit_cold_ids(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: 
     fallback = "learned map" if learned else "zero"
     chosen: Optional[float] = settings.cold_ridge_l2 if settings.cold_ids == "ridge" else None
     tried: dict[str, float] = {}
+    tried_cold: dict[str, float] = {}
     cases, metric = _cold_selection_cases(val_cases, settings)
+    cold_cases = _cold_item_cases(val_cases) if metric == "balanced" else None
     if settings.cold_ids == "ridge" and chosen is None:  # the fallback or a ridge strength, by validation NDCG@10
-        best = -1.0
         for l2 in (None, *COLD_RIDGE_GRID):
             towers.fit_cold_ids(seen, l2)
-            ndcg = validation_ndcg(towers, catalogue, cases, settings)[0]
-            tried[fallback if l2 is None else str(l2)] = ndcg
-            if ndcg > best:
-                best, chosen = ndcg, l2
+            key = fallback if l2 is None else str(l2)
+            tried[key] = validation_ndcg(towers, catalogue, cases, settings)[0]
+            if cold_cases is not None:
+                tried_cold[key] = validation_ndcg(towers, catalogue, cold_cases, settings)[0]
+        best_key = pick_cold_strength(tried, tried_cold or None, settings.cold_ridge_floor)
+        chosen = None if best_key == fallback else float(best_key)
     towers.fit_cold_ids(seen, chosen)
     untrained = int((~seen[1:]).sum())
     what = (("ID vectors from the learned content map" if learned else "zero ID vectors") if chosen is None
             else f"ridge ID vectors (l2 {chosen:g})")
     print(f"  cold ids: {untrained} untrained items get {what}"
-          + (f"; validation NDCG@10 ({metric}) by l2: {tried}" if tried else ""), flush=True)
-    return {"l2": chosen, "fallback": fallback, "selected_on": metric, "validation_ndcg@10": tried,
-            "untrained_items": untrained}
+          + (f"; validation NDCG@10 ({'overall' if metric == 'balanced' else metric}) by l2: {tried}" if tried else "")
+          + (f"; cold items: {tried_cold} (floor {settings.cold_ridge_floor:g} x best)" if tried_cold else ""),
+          flush=True)
+    out = {"l2": chosen, "fallback": fallback, "selected_on": metric, "validation_ndcg@10": tried,
+           "untrained_items": untrained}
+    if tried_cold:
+        out.update({"validation_cold_item_ndcg@10": tried_cold, "cold_floor": settings.cold_ridge_floor})
+    return out
+
+
+def pick_cold_strength(overall: dict[str, float], cold: Optional[dict[str, float]] = None,
+                       floor: float = 0.5) -> str:
+    """The key (fallback or ridge strength) with the best `overall` NDCG, first on ties; with `cold`, only
+    among the keys whose cold-item NDCG is at least `floor` x the best cold-item NDCG."""
+    keys = list(overall)
+    if cold is not None:
+        bar = floor * max(cold.values())
+        keys = [k for k in keys if cold[k] >= bar]
+    return max(keys, key=lambda k: overall[k])  # max returns the first maximum
+
+
+def _cold_item_cases(val_cases: pd.DataFrame) -> Optional[pd.DataFrame]:
+    """The validation cases whose target was never trained (the `cold_item` segment); None when there are none."""
+    if "cold_item" in val_cases and val_cases["cold_item"].any():
+        return val_cases[val_cases["cold_item"]].reset_index(drop=True)
+    return None
 
 
 def _cold_selection_cases(val_cases: pd.DataFrame, settings: TrainConfig) -> tuple[pd.DataFrame, str]:
-    """The validation cases `train.cold_ridge_metric` selects the ridge strength on, and their name.
+    """The validation cases `train.cold_ridge_metric` selects the ridge strength on, and the rule's name.
 
-    "overall": every case; "cold_item": the cases whose target was never
-    trained (the `cold_item` segment), or every case when there are none.
+    "overall": every case; "cold_item": the cold-item cases; "balanced": every
+    case, among the strengths whose cold-item NDCG keeps `cold_ridge_floor` of
+    the best one. Without cold-item cases the rule is "overall".
     """
-    if settings.cold_ridge_metric == "cold_item" and "cold_item" in val_cases and val_cases["cold_item"].any():
-        return val_cases[val_cases["cold_item"]].reset_index(drop=True), "cold_item"
-    return val_cases, "overall"
+    cold = _cold_item_cases(val_cases) if settings.cold_ridge_metric != "overall" else None
+    if cold is None:
+        return val_cases, "overall"
+    if settings.cold_ridge_metric == "cold_item":
+        return cold, "cold_item"
+    return val_cases, "balanced"
 
 
 class _EvalCallback(tf.keras.callbacks.Callback):

@@ -13,7 +13,7 @@ from learn_tf.data.synthetic import generate_synthetic
 from learn_tf.evaluation.evaluator import evaluate
 from learn_tf.models.catalogue import Catalogue, TowerScorer
 from learn_tf.models.towers import LearnTowers
-from learn_tf.training.trainer import CollapseError, train
+from learn_tf.training.trainer import CollapseError, pick_cold_strength, train
 
 
 def _toy_data(cold_item_fraction=0.0):
@@ -173,3 +173,37 @@ def test_cold_ids_ridge_can_select_on_the_cold_item_validation_cases():
     # The recorded figures are NDCG@10 of the cold-item cases alone, as the towers now score them.
     now = evaluate(TowerScorer(towers, cat, 12).score, cold_cases, cat.item_ids, ks=(10,), protocols=("unmasked",))
     assert now["protocols"]["unmasked"]["overall"]["metrics"]["ndcg@10"] == pytest.approx(best, abs=1e-9)
+
+
+def test_cold_ids_ridge_balanced_keeps_the_best_overall_above_the_cold_floor():
+    cat, content, seqs, splits = _toy_data(cold_item_fraction=0.15)
+    val = splits.cases("validation")
+    cold_cases = val[val["cold_item"]].reset_index(drop=True)
+    tf.keras.utils.set_random_seed(0)
+    towers = LearnTowers(len(cat), 8, d_model=16, num_layers=1, num_heads=2, ff_dim=32, dropout=0.0, max_len=12,
+                         item_tower="e", item_inputs="hybrid", id_dropout=0.2, similarity="dot", input_norm=False,
+                         content_table=content)
+    settings = TrainConfig(sampling="next_item", max_len=12, batch_size=32, epochs=2, seed=0, cold_ids="ridge",
+                           cold_ridge_metric="balanced", cold_ridge_floor=0.5, early_stopping_protocol="unmasked")
+    cold = train(towers, cat, seqs, val, settings, verbose=0).cold_ids
+    overall, on_cold = cold["validation_ndcg@10"], cold["validation_cold_item_ndcg@10"]
+    assert cold["selected_on"] == "balanced" and set(overall) == set(on_cold) and len(overall) == 7
+    allowed = [k for k in overall if on_cold[k] >= 0.5 * max(on_cold.values())]
+    key = "zero" if cold["l2"] is None else str(cold["l2"])
+    assert key in allowed and overall[key] == max(overall[k] for k in allowed)
+    # Both recorded figures are what the towers now score on the whole and on the cold-item cases.
+    score = TowerScorer(towers, cat, 12).score
+    for cases, expected in ((val, overall[key]), (cold_cases, on_cold[key])):
+        now = evaluate(score, cases, cat.item_ids, ks=(10,), protocols=("unmasked",))
+        assert now["protocols"]["unmasked"]["overall"]["metrics"]["ndcg@10"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_pick_cold_strength_floor():
+    overall = {"zero": 0.050, "0.3": 0.022, "1.0": 0.044, "3.0": 0.046, "10.0": 0.048}
+    cold = {"zero": 0.000, "0.3": 0.070, "1.0": 0.042, "3.0": 0.020, "10.0": 0.007}
+    assert pick_cold_strength(overall) == "zero"  # overall alone
+    assert pick_cold_strength(overall, cold, 0.0) == "zero"  # no floor
+    assert pick_cold_strength(overall, cold, 0.5) == "1.0"  # 0.042 >= 0.035; 3.0 (0.020) is below the floor
+    assert pick_cold_strength(overall, cold, 0.25) == "3.0"  # 0.020 >= 0.0175
+    assert pick_cold_strength(overall, cold, 1.0) == "0.3"  # the cold-item rule
+    assert pick_cold_strength({"a": 0.1, "b": 0.1}, {"a": 0.0, "b": 0.0}, 0.5) == "a"  # first on ties
