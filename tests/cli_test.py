@@ -111,3 +111,10 @@ def test_ingest_embed_train_evaluate_on_tiny_data(tmp_path, tiny_run_config, cap
     for name in ("results.md", "recall_at_k.png", "segments.png"):
         assert (results_dir / name).exists()
     assert (tmp_path / "run" / "models" / "learn_a" / "curves.png").exists()
+
+
+def test_own_protocol_is_cllm4rec_only(tmp_path, capsys):
+    assert main(["train", "--config", TINY, "--output", str(tmp_path), "--own-protocol", "--model", "sasrec"]) == 1
+    err = capsys.readouterr().err
+    assert "--own-protocol is CLLM4Rec's protocol" in err
+    assert not os.path.exists(os.path.join(str(tmp_path), "models"))

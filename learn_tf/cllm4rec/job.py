@@ -183,10 +183,20 @@ def own_protocol_job(cfg: Config, out_dir: Optional[str] = None, log: Any = prin
     users = sorted(test.index)
     t0 = time.time()
     scores = scorer.score_users([seen.get(u, []) for u in users], users)
-    metrics = own_metrics(scores, [[col[i] for i in seen.get(u, [])] for u in users],
-                          [[col[i] for i in test[u]] for u in users])
+    seen_cols = [[col[i] for i in seen.get(u, [])] for u in users]
+    test_cols = [[col[i] for i in test[u]] for u in users]
+    metrics = own_metrics(scores, seen_cols, test_cols)
+    score_seconds = round(time.time() - t0, 1)
+    # Popularity on the same split (training positives' counts, the same ranking for every user): the floor.
+    counts = train["item_id"].astype(str).map(col).value_counts()
+    pop = np.zeros(len(meta["item_ids"]), np.float64)
+    pop[counts.index.to_numpy(dtype=np.int64)] = counts.to_numpy(dtype=np.float64)
+    popularity = own_metrics(np.broadcast_to(pop, (len(users), len(pop))), seen_cols, test_cols)
     result = {"protocol": "CLLM4Rec own (rating > 3, per-user random 80/10/10)", "metrics": metrics,
-              "train": summary, "score_seconds": round(time.time() - t0, 1)}
+              "popularity": popularity, "train": summary, "score_seconds": score_seconds,
+              "split": {k: int(len(v)) for k, v in parts.items()}}
+    log(f"[cllm4rec own protocol] {metrics['users']} users: "
+        + ", ".join(f"{m} {metrics[m]:.4f} (Popularity {popularity[m]:.4f})" for m in metrics if m != "users"))
     write_json(os.path.join(out, "own_protocol.json"), result)
     return result
 

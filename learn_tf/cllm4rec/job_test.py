@@ -22,6 +22,10 @@ def test_movielens_config_loads_a_shortened_schedule() -> None:
     assert cfg.split.cold_item_fraction == 0.0
     assert (c.content_warmup_epochs, c.alternating_epochs, c.finetune_epochs) < (10, 100, 150)
     assert (c.pretrain_learning_rate, c.finetune_learning_rate, c.lambda_v, c.batch_size) == (1e-3, 1e-4, 1.0, 20)
+    # The cold-protocol config: configs/movielens.yaml's split, the peer config's schedule.
+    cold = load_config(os.path.join(REPO, "configs", "movielens-cllm4rec-cold.yaml"))
+    assert cold.split == load_config(os.path.join(REPO, "configs", "movielens.yaml")).split
+    assert cold.cllm4rec == cfg.cllm4rec and cold.split.cold_item_fraction == 0.1
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +76,8 @@ def test_own_protocol_trains_on_positives_and_reports_its_metrics(tiny_cfg, tmp_
     res = own_protocol_job(tiny_cfg, str(tmp_path / "own"), log=lambda _: None)
     assert set(res["metrics"]) == {"recall@20", "recall@40", "ndcg@100", "users"}
     assert res["metrics"]["users"] > 0 and 0.0 <= res["metrics"]["ndcg@100"] <= 1.0
+    # Popularity on the same split: the training positives' counts, scored by the same metric code.
+    pop = res["popularity"]
+    assert pop["users"] == res["metrics"]["users"] and set(pop) == set(res["metrics"])
+    assert 0.0 < pop["recall@40"] <= 1.0 and pop["recall@20"] <= pop["recall@40"]
+    assert res["split"]["train"] > res["split"]["test"] > 0
