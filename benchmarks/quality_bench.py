@@ -396,7 +396,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             for protocol in protocols:
                 for name in models:
                     if protocol == "loo" and name in ("learn_c", "learn_e", "learn_hybrid_ridge", "hyb_d2_ridge",
-                                                     "hyb_d2_ridge_cold", "learn_hybrid_map"):
+                                                     "hyb_d2_ridge_cold", "hyb_d2_ridge_bal", "learn_hybrid_map"):
                         continue  # the content-only ablations matter for cold items
                     run_one(protocol, name, seed, args.out, args.fresh)
     section = report(args.out, protocols, models, {})
