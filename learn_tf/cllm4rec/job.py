@@ -31,10 +31,11 @@ from learn_tf.embeddings.templates import item_text, resolve_template, text_colu
 from learn_tf.evaluation.cases import add_earlier_items
 from learn_tf.evaluation.evaluator import evaluate_models
 from learn_tf.models.catalogue import user_histories
-from learn_tf.utils.io import write_json
+from learn_tf.utils.io import atomic_path, write_json
 
 MODEL_NAME = "cllm4rec"
 CURVE_FILE = "curve.json"
+CURVE_PLOT = "curve.png"
 
 
 def prompts_from(c: CLLM4RecConfig) -> Prompts:
@@ -94,6 +95,40 @@ def curve_callback(scorer: CLLM4RecScorer, cases: pd.DataFrame, item_ids: list[s
     return on_epoch
 
 
+def write_curve_plot(records: list[dict[str, Any]], path: str) -> None:
+    """curve.png: each epoch's training losses (left) and validation NDCG@10 (right), phases marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not records:
+        return
+    x = list(range(1, len(records) + 1))
+    labels = [f"{r['phase'].replace('content_', '')} {r['epoch']}" for r in records]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for key, name in (("collab_loss", "collaborative LM (items)"), ("content_loss", "content LM (vocabulary)"),
+                      ("rec_loss", "recommendation / 20 (multinomial)")):
+        pts = [(i, r[key] / (20.0 if key == "rec_loss" else 1.0)) for i, r in zip(x, records) if key in r]
+        if pts:
+            a.plot(*zip(*pts), marker="o", label=name)
+    a.set_ylabel("training loss")
+    a.legend(fontsize=7)
+    for key, name in (("val_masked_ndcg@10", "masked"), ("val_unmasked_ndcg@10", "unmasked")):
+        pts = [(i, r[key]) for i, r in zip(x, records) if key in r]
+        if pts:
+            b.plot(*zip(*pts), marker="o", label=name)
+    b.set_ylabel("validation NDCG@10")
+    b.legend(fontsize=7)
+    for ax in (a, b):
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
 def train_cllm4rec(c: CLLM4RecConfig, items: pd.DataFrame, train: pd.DataFrame, template: str, out_dir: str,
                    curve_cases: Optional[pd.DataFrame] = None, lm: Optional[FrozenLM] = None,
                    log: Any = print) -> tuple[CLLM4Rec, DocumentBuilder, dict[str, Any]]:
@@ -131,6 +166,7 @@ def train_cllm4rec(c: CLLM4RecConfig, items: pd.DataFrame, train: pd.DataFrame, 
         store.save(model, out_dir, c.model, item_ids, user_ids, prompts_from(c), c.max_content_tokens,
                    {"epochs_done": len(done), "last_phase": rec["phase"]})
         write_json(os.path.join(out_dir, CURVE_FILE), done)
+        write_curve_plot(done, os.path.join(out_dir, CURVE_PLOT))
         return extra
     log(f"[cllm4rec] {len(user_ids):,} users, {len(item_ids):,} items, "
         f"{sum(len(d) for d in data.collaborative):,} collaborative tokens, "
@@ -141,6 +177,7 @@ def train_cllm4rec(c: CLLM4RecConfig, items: pd.DataFrame, train: pd.DataFrame, 
     store.save(model, out_dir, c.model, item_ids, user_ids, prompts_from(c), c.max_content_tokens,
                {"train_seconds": round(seconds, 1), "frozen_weights_unchanged": unchanged})
     write_json(os.path.join(out_dir, CURVE_FILE), records)
+    write_curve_plot(records, os.path.join(out_dir, CURVE_PLOT))
     return model, builder, {"seconds": round(seconds, 1), "epochs": len(records),
                             "final": records[-1] if records else None, "frozen_weights_unchanged": unchanged}
 

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from learn_tf.cllm4rec import store
-from learn_tf.cllm4rec.job import CURVE_FILE, MODEL_NAME, evaluate_cllm4rec_job, item_texts, train_cllm4rec_job
+from learn_tf.cllm4rec.job import (CURVE_FILE, CURVE_PLOT, MODEL_NAME, evaluate_cllm4rec_job, item_texts,
+                                   train_cllm4rec_job)
 from learn_tf.config import load_config
 from learn_tf.data.ingest import ingest, read_ingested
 from learn_tf.data.splits import make_splits, write_splits
@@ -54,7 +55,9 @@ def test_train_then_evaluate_through_the_shared_evaluator(tiny_cfg) -> None:
     summary = train_cllm4rec_job(tiny_cfg, log=lambda _: None)
     assert summary["frozen_weights_unchanged"] and summary["epochs"] == 3
     out = os.path.join(tiny_cfg.layout().models, MODEL_NAME)
-    assert {"tables.npz", "cllm4rec.json", CURVE_FILE} <= set(os.listdir(out))
+    assert {"tables.npz", "cllm4rec.json", CURVE_FILE, CURVE_PLOT} <= set(os.listdir(out))
+    with open(os.path.join(out, CURVE_PLOT), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "val_masked_ndcg@10" in summary["final"]
     results = evaluate_cllm4rec_job(tiny_cfg)
     assert set(results["models"]) == {"cllm4rec", "popularity"}
