@@ -113,14 +113,14 @@ def write_curve_plot(records: list[dict[str, Any]], path: str) -> None:
         if pts:
             a.plot(*zip(*pts), marker="o", label=name)
     a.set_ylabel("training loss")
-    a.legend(fontsize=7)
     for key, name in (("val_masked_ndcg@10", "masked"), ("val_unmasked_ndcg@10", "unmasked")):
         pts = [(i, r[key]) for i, r in zip(x, records) if key in r]
         if pts:
             b.plot(*zip(*pts), marker="o", label=name)
     b.set_ylabel("validation NDCG@10")
-    b.legend(fontsize=7)
     for ax in (a, b):
+        if ax.get_legend_handles_labels()[0]:  # a run without a curve (the own protocol) has no validation points
+            ax.legend(fontsize=7)
         ax.set_xticks(x)
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
     fig.tight_layout()
