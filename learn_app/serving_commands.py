@@ -32,7 +32,7 @@ from learn_tf.embeddings.store import load_embeddings
 from learn_tf.layout import RunLayout
 from learn_app.data_commands import merge_onboarded
 from learn_tf.training.jobs import CATALOGUE_FILE, TOWERS_FILE, model_name
-from learn_tf.utils.io import atomic_path, local_copy, read_text
+from learn_tf.utils.io import atomic_path, read_text
 from learn_tf.utils.io import exists as io_exists
 from serving.client import is_rest_target, retrieve
 from serving.cllm4rec_export import MODEL as CLLM4REC_MODEL
@@ -84,8 +84,14 @@ def _print_export(paths: dict[str, Any], base: str) -> None:
 
 def holds_cllm4rec(model_dir: str) -> bool:
     """True when `model_dir` is a trained CLLM4Rec (`learn train --model cllm4rec`), not LEARN towers."""
-    return io_exists(os.path.join(model_dir, cllm4rec_store.META_FILE)) and not io_exists(
-        os.path.join(model_dir, TOWERS_FILE))
+    return cllm4rec_store.is_saved(model_dir) and not io_exists(os.path.join(model_dir, TOWERS_FILE))
+
+
+def cllm4rec_onboarding_error(model_dir: str) -> ValueError:
+    """The error of onboarding items into a CLLM4Rec model (its item tokens are learned from interactions)."""
+    return ValueError(f"{model_dir} is a CLLM4Rec model: its item tokens are learned from interactions, so new "
+                      "items need training (ingest them, then `learn train --model cllm4rec`); `learn add-items` "
+                      "onboards items for the LEARN towers (pipeline.model_kind: learn)")
 
 
 def export_model(cfg: Config, model_dir: str, version: Optional[int] = None,
@@ -101,14 +107,11 @@ def export_model(cfg: Config, model_dir: str, version: Optional[int] = None,
     layout = cfg.layout()
     if holds_cllm4rec(model_dir):
         if extra_items is not None and len(extra_items[0]):
-            raise ValueError(f"{model_dir} is a CLLM4Rec model: its item tokens are learned from interactions, so "
-                             "new items cannot be added without training (`learn train --model cllm4rec` after "
-                             "ingesting them); `learn add-items` onboards items for the LEARN towers")
+            raise cllm4rec_onboarding_error(model_dir)
         t0 = time.time()
-        with local_copy(model_dir) as local:  # store.load reads local files
-            out = export_cllm4rec(local, layout.model_base, max_k=cfg.serving.max_k,
-                                  max_history=cfg.split.history_max_len, version=version,
-                                  warmup=cfg.serving.warmup_requests)
+        out = export_cllm4rec(model_dir, layout.model_base, max_k=cfg.serving.max_k,
+                              max_history=cfg.split.history_max_len, version=version,
+                              warmup=cfg.serving.warmup_requests)
         return {"version": out["version"], CLLM4REC_MODEL: out["path"], "seconds": time.time() - t0}
     return export_trained(model_dir, layout.model_base, cfg.serving, training_interactions(layout), version=version,
                           extra_items=extra_items)
@@ -298,9 +301,7 @@ def add_items(cfg: Config, path: str, model_dir: Optional[str] = None) -> dict[s
     t0 = time.time()
     model_dir = model_dir or serving_model_dir(cfg)
     if holds_cllm4rec(model_dir):
-        raise ValueError(f"{model_dir} is a CLLM4Rec model: its item tokens are learned from interactions, so new "
-                         "items need training (ingest them, then `learn train --model cllm4rec`); `learn add-items` "
-                         "onboards items for the LEARN towers (pipeline.model_kind: learn)")
+        raise cllm4rec_onboarding_error(model_dir)
     new = read_new_items(path)
     existing = catalogue_items(cfg)
     clash = sorted(set(new["item_id"]) & set(existing["item_id"].astype(str)))

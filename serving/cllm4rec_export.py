@@ -116,7 +116,7 @@ def export_cllm4rec(model_dir: str, base: str, max_k: int = 200, max_history: in
     """Exports a trained CLLM4Rec (`learn train --model cllm4rec` output) as `<base>/cllm4rec_retrieval/<v>/`.
 
     Args:
-      model_dir: the saved model (cllm4rec.json, tables.npz); its preset is loaded.
+      model_dir: the saved model (cllm4rec.json, tables.npz), local or an object-store URI; its preset is loaded.
       base: TF Serving model base; `models.config` is rewritten to list every model in it.
       max_k: largest k a request may ask for.
       max_history: the prompt keeps the last this many known items (the evaluation's history length).
@@ -126,7 +126,8 @@ def export_cllm4rec(model_dir: str, base: str, max_k: int = 200, max_history: in
     Returns:
       {"path": version directory, "version": int}.
     """
-    model, builder, meta = store.load(model_dir)
+    with io.local_copy(model_dir) as local:  # store.load reads local files
+        model, builder, meta = store.load(local)
     version = version or next_version(base, (MODEL,))
     module = CLLM4RecModule(model, builder, meta["item_ids"], meta["user_ids"], max_k, max_history)
     path = save_version(module, {"serving_default": module.retrieve}, base, MODEL, version,

@@ -35,7 +35,7 @@ def trained_cllm4rec_dir(model_uri: str) -> str:
 
 def holds_cllm4rec(model_uri: str) -> bool:
     """Whether a Model artifact holds a trained CLLM4Rec (else the towers)."""
-    return io.exists(os.path.join(trained_cllm4rec_dir(model_uri), cllm4rec_store.META_FILE))
+    return cllm4rec_store.is_saved(trained_cllm4rec_dir(model_uri))
 
 
 def write_text(path: str, text: str) -> None:

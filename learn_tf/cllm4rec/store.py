@@ -18,6 +18,7 @@ from learn_tf.cllm4rec.documents import DocumentBuilder, Prompts
 from learn_tf.cllm4rec.model import CLLM4Rec
 from learn_tf.cllm4rec.vocab import FrozenLM
 from learn_tf.utils.io import atomic_open, write_json
+from learn_tf.utils.io import exists as path_exists
 
 META_FILE = "cllm4rec.json"
 TABLES_FILE = "tables.npz"
@@ -46,6 +47,11 @@ def save(model: CLLM4Rec, out_dir: str, preset: str, item_ids: Sequence[str], us
         "item_ids": [str(i) for i in item_ids], "user_ids": [str(u) for u in user_ids],
         "prompts": asdict(prompts), "max_content_tokens": max_content_tokens, **(extra or {})})
     return out_dir
+
+
+def is_saved(model_dir: str) -> bool:
+    """Whether `model_dir` (local or an object-store URI) holds a saved CLLM4Rec (its cllm4rec.json)."""
+    return path_exists(os.path.join(model_dir, META_FILE))
 
 
 def read_meta(model_dir: str) -> dict[str, Any]:

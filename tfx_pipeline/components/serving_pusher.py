@@ -65,9 +65,8 @@ def export_cllm4rec_model(model_dir: str, split_uri: str, settings: ServingConfi
     the warmup requests come from the `serving` section.
     """
     max_history = int(read_splits(split_uri).summary["config"]["history_max_len"])
-    with io.local_copy(model_dir) as local:  # store.load reads local files
-        return export_cllm4rec(local, out_dir, max_k=settings.max_k, max_history=max_history, version=1,
-                               warmup=settings.warmup_requests)
+    return export_cllm4rec(model_dir, out_dir, max_k=settings.max_k, max_history=max_history, version=1,
+                           warmup=settings.warmup_requests)
 
 
 def exported_models(export_dir: str) -> dict[str, str]:
