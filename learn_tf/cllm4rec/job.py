@@ -225,10 +225,8 @@ def own_protocol_job(cfg: Config, out_dir: Optional[str] = None, log: Any = prin
     metrics = own_metrics(scores, seen_cols, test_cols)
     score_seconds = round(time.time() - t0, 1)
     # Popularity on the same split (training positives' counts, the same ranking for every user): the floor.
-    counts = train["item_id"].astype(str).map(col).value_counts()
-    pop = np.zeros(len(meta["item_ids"]), np.float64)
-    pop[counts.index.to_numpy(dtype=np.int64)] = counts.to_numpy(dtype=np.float64)
-    popularity = own_metrics(np.broadcast_to(pop, (len(users), len(pop))), seen_cols, test_cols)
+    pop = PopularityBaseline.from_interactions(np.asarray(meta["item_ids"]), train["item_id"])
+    popularity = own_metrics(pop.score(users), seen_cols, test_cols)
     result = {"protocol": "CLLM4Rec own (rating > 3, per-user random 80/10/10)", "metrics": metrics,
               "popularity": popularity, "train": summary, "score_seconds": score_seconds,
               "split": {k: int(len(v)) for k, v in parts.items()}}
