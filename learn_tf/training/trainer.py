@@ -201,8 +201,9 @@ def fit_cold_ids(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: 
     The L2 strength is `settings.cold_ridge_l2`, or the one of the fallback
     (None: zero ID vectors, or the learned content map of towers with
     `id_fallback` "content") and `COLD_RIDGE_GRID` with the best validation
-    NDCG@10 (first best on ties) over every case, or over the cold-item
-    cases (`settings.cold_ridge_metric`). Towers with a learned map get its
+    NDCG@10 (first best on ties) over every case, over the cold-item cases,
+    or over every case above a cold-item floor (`settings.cold_ridge_metric`,
+    `pick_cold_strength`). Towers with a learned map get its
     prediction when no ridge is asked for. Returns what was chosen and tried;
     None when nothing was fitted.
     """
@@ -214,8 +215,7 @@ def fit_cold_ids(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: 
     chosen: Optional[float] = settings.cold_ridge_l2 if settings.cold_ids == "ridge" else None
     tried: dict[str, float] = {}
     tried_cold: dict[str, float] = {}
-    cases, metric = _cold_selection_cases(val_cases, settings)
-    cold_cases = _cold_item_cases(val_cases) if metric == "balanced" else None
+    cases, metric, cold_cases = _cold_selection_cases(val_cases, settings)
     if settings.cold_ids == "ridge" and chosen is None:  # the fallback or a ridge strength, by validation NDCG@10
         for l2 in (None, *COLD_RIDGE_GRID):
             towers.fit_cold_ids(seen, l2)
@@ -258,8 +258,10 @@ def _cold_item_cases(val_cases: pd.DataFrame) -> Optional[pd.DataFrame]:
     return None
 
 
-def _cold_selection_cases(val_cases: pd.DataFrame, settings: TrainConfig) -> tuple[pd.DataFrame, str]:
-    """The validation cases `train.cold_ridge_metric` selects the ridge strength on, and the rule's name.
+def _cold_selection_cases(val_cases: pd.DataFrame, settings: TrainConfig
+                          ) -> tuple[pd.DataFrame, str, Optional[pd.DataFrame]]:
+    """The validation cases `train.cold_ridge_metric` selects the ridge strength on, the rule's name, and the
+    cold-item cases the "balanced" rule also scores (else None).
 
     "overall": every case; "cold_item": the cold-item cases; "balanced": every
     case, among the strengths whose cold-item NDCG keeps `cold_ridge_floor` of
@@ -267,10 +269,10 @@ def _cold_selection_cases(val_cases: pd.DataFrame, settings: TrainConfig) -> tup
     """
     cold = _cold_item_cases(val_cases) if settings.cold_ridge_metric != "overall" else None
     if cold is None:
-        return val_cases, "overall"
+        return val_cases, "overall", None
     if settings.cold_ridge_metric == "cold_item":
-        return cold, "cold_item"
-    return val_cases, "balanced"
+        return cold, "cold_item", None
+    return val_cases, "balanced", cold
 
 
 class _EvalCallback(tf.keras.callbacks.Callback):
