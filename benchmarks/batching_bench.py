@@ -15,14 +15,18 @@ that batching adds at concurrency 1, with `uptime` before and after.
 the same rounds: batching parameters (e.g. `num_batch_threads=1`), `early_run=0` (a lone request
 waits idle for the timeout, as before the early run of serving.batching), `frontend=sync|aio`
 (`--grpc_frontend`; the plain servers run the default, sync), `intra_op=N` / `inter_op=N`
-(TensorFlow's thread pools), and `batching=0` (an unbatched server, e.g.
-`batching=0,frontend=aio`); `--base DIR` keeps the
+(TensorFlow's thread pools), `batching=0` (an unbatched server, e.g.
+`batching=0,frontend=aio`) and `base=DIR` (serve another export of the same catalogue, e.g. one
+made with other ScaNN search settings); `--base DIR` keeps the
 export in DIR and reuses it on the next run (the 1M export takes minutes).
 
 The client sends PredictRequests serialised once (`--client prebuilt`, the default since
 2026-11-30) and checks each response's size, so the client process, which shares the
 machine's cores with the servers, spends little CPU; `--client helper` builds and decodes
-every request with `serving.client.predict`, as earlier runs did. `--server_args` passes more
+every request with `serving.client.predict`, as earlier runs did; `--client aio` sends the prebuilt
+requests from `grpc.aio` coroutines on one thread (the concurrency is the number of requests in
+flight), the cheapest client per request in Python. Every measurement also records the client's
+and each server's CPU time per request (process CPU clock; /proc/PID/stat for the server). `--server_args` passes more
 `python -m serving.server` flags to every server (e.g. TensorFlow's thread counts).
 After the rounds, a diagnostic pass at concurrency 1 sends `--requests / 2` requests to
 each server in turn, request by request, so every server idles equally long between its
@@ -30,12 +34,13 @@ requests under the same machine load; the criterion stays the p50 of the rounds.
 
 Usage: python benchmarks/batching_bench.py [--items 1000000] [--requests 1000] [--rounds 2]
        [--models learn_retrieval_bf,learn_retrieval] [--variant num_batch_threads=1] [--base DIR]
-       [--json out.json] [--client prebuilt|helper] [--server_args '--tensorflow_inter_op_parallelism 1']
+       [--json out.json] [--client prebuilt|helper|aio] [--server_args '--tensorflow_inter_op_parallelism 1']
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import os
@@ -76,6 +81,48 @@ def _request(model: str, history: np.ndarray) -> predict_pb2.PredictRequest:
     request.inputs["k"].CopyFrom(tf.make_tensor_proto(np.array([10], np.int32)))
     request.inputs["exclude_history"].CopyFrom(tf.make_tensor_proto(np.array([True])))
     return request
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _aio_load(target: str, requests: Sequence[predict_pb2.PredictRequest], concurrency: int,
+              total: int) -> dict[str, float]:
+    """`total` prebuilt requests from `concurrency` grpc.aio coroutines on one thread; latency percentiles
+    (ms), QPS and errors, as serve_bench._load."""
+
+    async def run() -> tuple[list[float], int, float]:
+        lat: list[float] = []
+        errors = 0
+        counter = iter(range(total))
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+            async def worker() -> None:
+                nonlocal errors
+                for i in counter:
+                    t = time.perf_counter()
+                    try:
+                        response = await stub.Predict(requests[i % len(requests)], timeout=120)
+                        if len(response.outputs["item_ids"].string_val) != 10:
+                            raise RuntimeError("expected 10 item ids")
+                    except Exception:  # counted and reported, never silent
+                        errors += 1
+                        continue
+                    lat.append(time.perf_counter() - t)
+
+            await stub.Predict(requests[0], timeout=120)  # connect outside the timed part
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return lat, errors, time.perf_counter() - t0
+
+    lat, errors, wall = asyncio.run(run())
+    p50, p99 = (float(np.percentile(lat, q) * 1e3) for q in (50, 99)) if lat else (float("nan"),) * 2
+    return {"p50_ms": p50, "p99_ms": p99, "qps": len(lat) / wall, "errors": errors}
 
 
 def _uptime() -> str:
@@ -123,6 +170,7 @@ def _start_variant(base: str, params: Any, spec: str, params_file: str,
     """Starts the server a `--variant` spec describes (see --help); returns it and its target."""
     changes: dict[str, str] = dict(kv.split("=", 1) for kv in spec.split(","))  # type: ignore[misc]
     flags = list(extra)
+    base = changes.pop("base", base)
     if changes.pop("early_run", "1") == "0":  # server flags, not BatchingParameters fields
         flags.append("--no_batching_early_run")
     if "frontend" in changes:  # else the server's default (sync)
@@ -154,10 +202,11 @@ def main() -> None:
     p.add_argument("--server_args", default="",
                    help="more `python -m serving.server` flags for every server, e.g. "
                    "'--tensorflow_intra_op_parallelism 1 --tensorflow_inter_op_parallelism 1'")
-    p.add_argument("--client", choices=("prebuilt", "helper"), default="prebuilt",
+    p.add_argument("--client", choices=("prebuilt", "helper", "aio"), default="prebuilt",
                    help="prebuilt: PredictRequests serialised once, responses checked by their sizes (the client "
                    "costs little CPU next to the server on the same cores); helper: serving.client.predict per "
-                   "call (builds the TensorProtos and decodes every output, as the runs before 2026-11-30 13:00)")
+                   "call (builds the TensorProtos and decodes every output, as the runs before 2026-11-30 13:00); aio: "
+                   "the prebuilt requests from grpc.aio coroutines on one thread")
     args = p.parse_args()
     extra = args.server_args.split()
     workdir = tempfile.mkdtemp(prefix="batching_bench-")
@@ -166,14 +215,16 @@ def main() -> None:
         base, histories = _export(args.items, args.base or os.path.join(workdir, "base"))
         params = read_batching_parameters(os.path.join(base, BATCHING_FILE))
         servers: dict[Any, grpc.Channel] = {}
+        targets: dict[Any, str] = {}
+        pids: dict[Any, int] = {}
         for batching in (False, True):
             proc, target = _start(base, batching, extra=extra)
             procs.append(proc)
-            servers[batching] = make_channel(target)
+            servers[batching], targets[batching], pids[batching] = make_channel(target), target, proc.pid
         for n, spec in enumerate(args.variant):
             proc, target = _start_variant(base, params, spec, os.path.join(workdir, f"variant{n}.txt"), extra)
             procs.append(proc)
-            servers[spec] = make_channel(target)
+            servers[spec], targets[spec], pids[spec] = make_channel(target), target, proc.pid
         before = _uptime()
         print(f"[batching_bench] {before}", flush=True)
         results: dict[str, Any] = {"items": args.items, "batching_parameters": params.__dict__, "uptime_before": before,
@@ -203,13 +254,20 @@ def main() -> None:
                 for r in range(args.rounds):
                     order = list(servers) if r % 2 == 0 else list(reversed(list(servers)))
                     for batching in order:
-                        m = _load(lambda i, b=batching: call(i, b), c, args.requests)
+                        client0, server0 = time.process_time(), _proc_cpu_seconds(pids[batching])
+                        if args.client == "aio":
+                            m = _aio_load(targets[batching], requests, c, args.requests)
+                        else:
+                            m = _load(lambda i, b=batching: call(i, b), c, args.requests)
+                        m["client_cpu_us"] = (time.process_time() - client0) / args.requests * 1e6
+                        m["server_cpu_us"] = (_proc_cpu_seconds(pids[batching]) - server0) / args.requests * 1e6
                         runs[batching].append(m)
                         print(f"[batching_bench] {model} c={c} batching {names[batching]} round {r}: {m}", flush=True)
                 per[f"c{c}"] = {names[b]: {
                     "qps": float(np.mean([m["qps"] for m in ms])), "p50_ms": float(np.mean([m["p50_ms"] for m in ms])),
                     "p99_ms": float(np.mean([m["p99_ms"] for m in ms])), "errors": int(sum(m["errors"] for m in ms)),
-                    "rounds": ms} for b, ms in runs.items()}
+                    "client_cpu_us": float(np.mean([m["client_cpu_us"] for m in ms])),
+                    "server_cpu_us": float(np.mean([m["server_cpu_us"] for m in ms])), "rounds": ms} for b, ms in runs.items()}
             per["throughput_ratio_c32"] = per["c32"]["on"]["qps"] / per["c32"]["off"]["qps"]
             per["variants"] = {v: {
                 "throughput_ratio_c32": per["c32"][names[v]]["qps"] / per["c32"]["off"]["qps"],
@@ -251,13 +309,15 @@ def main() -> None:
 
 
 def _table(results: dict[str, Any], timeout_ms: float) -> str:
-    lines = ["| model | concurrency | batching | QPS | p50 ms | p99 ms | errors |", "|---|---:|---|---:|---:|---:|---:|"]
+    lines = [f"client: {results['client']}", "",
+             "| model | concurrency | batching | QPS | p50 ms | p99 ms | errors | server CPU us/request | "
+             "client CPU us/request |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for model, per in results["models"].items():
         for c in ("c1", "c32"):
             for b in per[c]:
                 m = per[c][b]
                 lines.append(f"| {model} | {c[1:]} | {b} | {m['qps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
-                             f"{m['errors']} |")
+                             f"{m['errors']} | {m['server_cpu_us']:.0f} | {m['client_cpu_us']:.0f} |")
     lines.append("")
     for model, per in results["models"].items():
         lines.append(f"- {model}: throughput with / without batching at concurrency 32 = "

@@ -213,6 +213,10 @@ class TrainConfig:
     warmup_fraction: float = 0.0
     # Gradient clipping by global norm (None: off).
     clipnorm: Optional[float] = None
+    # Exponential moving average of the weights (Polyak averaging) with this decay per step, 0: off.
+    # Validation, the best checkpoint and the returned towers use the averaged weights; training
+    # continues from the raw ones. Applies to the (last) next-item stage.
+    ema_decay: float = 0.0
     # Two-stage LEARN: this many epochs of in-batch dense all-action pretraining (the
     # official code's first stage) before the next-item objective (0: off).
     pretrain_epochs: int = 0
@@ -610,6 +614,8 @@ def _check_model_train(cfg: Config, path: str) -> None:
     for key, v in nonneg.items():
         if v < 0:
             raise ConfigError(f"{path}: key '{key}' must be >= 0, got {v}")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"{path}: key 'train.ema_decay' must be in [0, 1), got {t.ema_decay}")
     if t.clipnorm is not None and t.clipnorm <= 0:
         raise ConfigError(f"{path}: key 'train.clipnorm' must be > 0 or null, got {t.clipnorm}")
     if m.initializer_range is not None and m.initializer_range <= 0:

@@ -4,12 +4,13 @@ TensorBoard logs, training curves and a collapse guard. Settings: the config's `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -275,6 +276,48 @@ def _cold_selection_cases(val_cases: pd.DataFrame, settings: TrainConfig
     return val_cases, "balanced", cold
 
 
+class WeightAverage(tf.keras.callbacks.Callback):
+    """Exponential moving average of trainable weights after every training step (Polyak averaging).
+
+    `source` is a list of variables or a layer whose trainable variables are
+    read at the first step (Keras builds towers on their first batch); the
+    average starts from the weights after that step. `applied()` swaps the
+    averages in (and the raw weights back on exit), so validation and
+    checkpoints see the averaged model while training goes on from the raw one.
+    """
+
+    def __init__(self, source: Any, decay: float) -> None:  # noqa: ANN401 - variables or a layer
+        super().__init__()
+        self.source, self.decay = source, float(decay)
+        self.variables: list[tf.Variable] = []
+        self.averages: list[tf.Variable] = []
+        self._update = tf.function(self._update_fn)
+
+    def _update_fn(self) -> None:
+        for v, a in zip(self.variables, self.averages):
+            a.assign(self.decay * a + (1.0 - self.decay) * tf.convert_to_tensor(v))
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict[str, float]] = None) -> None:
+        if not self.averages:
+            source = self.source
+            self.variables = list(source.trainable_variables if hasattr(source, "trainable_variables") else source)
+            self.averages = [tf.Variable(tf.convert_to_tensor(v), trainable=False) for v in self.variables]
+            return
+        self._update()
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in the variables for the duration of the block (as they are before a step)."""
+        raw = [tf.convert_to_tensor(v) for v in self.variables]
+        for v, a in zip(self.variables, self.averages):
+            v.assign(tf.convert_to_tensor(a))
+        try:
+            yield
+        finally:
+            for v, r in zip(self.variables, raw):
+                v.assign(r)
+
+
 class _EvalCallback(tf.keras.callbacks.Callback):
     """Validation NDCG@10 each epoch, best weights in memory and on disk, collapse detection."""
 
@@ -288,8 +331,13 @@ class _EvalCallback(tf.keras.callbacks.Callback):
         self.stopped_early = False
         self.t0 = time.time()
         self.best_seconds = 0.0
+        self.average: Optional[WeightAverage] = None  # validate and keep the averaged weights
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, float]] = None) -> None:
+        with self.average.applied() if self.average is not None else contextlib.nullcontext():
+            self._epoch_end(epoch, logs)
+
+    def _epoch_end(self, epoch: int, logs: Optional[dict[str, float]] = None) -> None:
         logs = logs if logs is not None else {}
         last = epoch + 1 == self.params.get("epochs", -1)
         if (epoch + 1) % self.s.eval_every and not last:
@@ -396,6 +444,9 @@ def _train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: Sequen
         prefix = os.path.join(output_dir, "checkpoints", "best")
     evaluator = _EvalCallback(towers, catalogue, val_cases, settings, uniform, prefix)
     evaluator.t0 = t0
+    if settings.ema_decay:
+        evaluator.average = WeightAverage(towers, settings.ema_decay)
+        callbacks.append(evaluator.average)  # before the evaluator: the epoch's last step is averaged in
     callbacks.append(evaluator)
     if output_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), write_graph=False))

@@ -13,7 +13,7 @@ from learn_tf.data.synthetic import generate_synthetic
 from learn_tf.evaluation.evaluator import evaluate
 from learn_tf.models.catalogue import Catalogue, TowerScorer
 from learn_tf.models.towers import LearnTowers
-from learn_tf.training.trainer import CollapseError, pick_cold_strength, train
+from learn_tf.training.trainer import CollapseError, WeightAverage, pick_cold_strength, train
 
 
 def _toy_data(cold_item_fraction=0.0):
@@ -111,6 +111,36 @@ def test_fixed_length_run_keeps_the_last_weights_and_evaluates_every_k_epochs(to
     assert evaluated == [2, 3] and len(result.history) == 3  # every 2nd epoch and the last one
     assert result.best_epoch == 3 and result.best_metric == result.history[-1]["val_ndcg@10"]
     assert not result.stopped_early
+
+
+def test_weight_average_equals_a_hand_computed_moving_average_and_swaps_back():
+    v = tf.Variable([1.0, -2.0])
+    avg = WeightAverage([v], decay=0.9)
+    avg.on_train_batch_end(0)  # the first step starts the average
+    expected = np.array([1.0, -2.0])
+    for step in ([3.0, 0.0], [0.5, 4.0], [-1.0, 1.0]):
+        v.assign(step)
+        avg.on_train_batch_end(0)
+        expected = 0.9 * expected + 0.1 * np.array(step)
+    with avg.applied():
+        np.testing.assert_allclose(v.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(v.numpy(), [-1.0, 1.0])  # the raw weights are back for training
+
+
+def test_ema_run_validates_and_keeps_the_averaged_weights(toy):
+    cat, content, seqs, splits = toy
+    val = splits.cases("validation")
+    settings = TrainConfig(sampling="next_item", negatives="full", max_len=12, batch_size=32, epochs=2, seed=0,
+                           ema_decay=0.8, restore_best=False)
+    raw_towers = _towers(cat, content)
+    train(raw_towers, cat, seqs, val, TrainConfig(**{**settings.__dict__, "ema_decay": 0.0}), verbose=0)
+    towers = _towers(cat, content)
+    result = train(towers, cat, seqs, val, settings, verbose=0)
+    # Same seed and data: the raw trajectory is the run without averaging; the kept weights are its average.
+    diffs = [np.abs(a - b).max() for a, b in zip(towers.get_weights(), raw_towers.get_weights())]
+    assert max(diffs) > 1e-4
+    scored = evaluate(TowerScorer(towers, cat, 12).score, val, cat.item_ids, ks=(10,), protocols=("masked",))
+    assert scored["protocols"]["masked"]["overall"]["metrics"]["ndcg@10"] == pytest.approx(result.best_metric)
 
 
 def test_cold_ids_ridge_keeps_the_l2_with_the_best_validation_ndcg():
