@@ -213,6 +213,13 @@ class TrainConfig:
     warmup_fraction: float = 0.0
     # Gradient clipping by global norm (None: off).
     clipnorm: Optional[float] = None
+    # Content-neighbour targets (LEARN, full negatives): this share of each next-item target's mass
+    # goes to the target's `content_target_neighbours` nearest trained items by content cosine,
+    # weighted by softmax(cosine / `content_target_temperature`) (the LLM's item similarity as a
+    # soft label); 0: off (one-hot targets).
+    content_target_share: float = 0.0
+    content_target_neighbours: int = 10
+    content_target_temperature: float = 0.1
     # Exponential moving average of the weights (Polyak averaging) with this decay per step, 0: off.
     # Validation, the best checkpoint and the returned towers use the averaged weights; training
     # continues from the raw ones. Applies to the (last) next-item stage.
@@ -614,6 +621,12 @@ def _check_model_train(cfg: Config, path: str) -> None:
     for key, v in nonneg.items():
         if v < 0:
             raise ConfigError(f"{path}: key '{key}' must be >= 0, got {v}")
+    if not 0.0 <= t.content_target_share < 1.0:
+        raise ConfigError(f"{path}: key 'train.content_target_share' must be in [0, 1), got {t.content_target_share}")
+    if t.content_target_neighbours < 1 or t.content_target_temperature <= 0:
+        raise ConfigError(f"{path}: keys 'train.content_target_neighbours' (>= 1) and "
+                          "'train.content_target_temperature' (> 0) out of range: "
+                          f"{t.content_target_neighbours}, {t.content_target_temperature}")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"{path}: key 'train.ema_decay' must be in [0, 1), got {t.ema_decay}")
     if t.clipnorm is not None and t.clipnorm <= 0:

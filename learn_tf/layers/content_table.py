@@ -53,6 +53,12 @@ class ContentTable(tf.keras.layers.Layer):
             rows = table[start:start + step]
             self.table.scatter_update(tf.IndexedSlices(rows, tf.range(start + 1, start + 1 + len(rows))))
 
+    def rows(self) -> np.ndarray:
+        """The [N, dim] content vectors (before the layer is built: the initial table; zeros if none)."""
+        if self.built:
+            return self.table.numpy()[1:]
+        return self._initial if self._initial is not None else np.zeros((self.num_items, self.dim), np.float32)
+
     def _check(self, shape: tuple[int, ...]) -> None:
         """Raises ValueError naming what differs between `shape` and (num_items, dim)."""
         expected = f"expected ({self.num_items}, {self.dim})"

@@ -45,8 +45,19 @@ class RetrievalModel(tfrs.Model):
                  independent_targets: bool = False, negatives: str = "dense",
                  candidate_mask: Optional[np.ndarray] = None, num_sampled: int = 1024,
                  sampled_distribution: str = "uniform", learnable_logit_scale: bool = False,
-                 chunk_size: int = 8192, **kwargs: Any) -> None:
+                 chunk_size: int = 8192, target_neighbours: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                 target_share: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if target_share and (target_neighbours is None or negatives != "full"):
+            raise ValueError("soft targets over neighbours (target_share > 0) need target_neighbours and "
+                             f"negatives 'full', got negatives {negatives!r}")
+        # [N + 1, k] neighbour item indices and weights (rows sum to 1) of each target, and their share.
+        self.target_share = float(target_share)
+        self.neighbour_ids = self.neighbour_weights = None
+        if self.target_share:
+            ids, weights = target_neighbours
+            self.neighbour_ids = tf.constant(np.asarray(ids, np.int32))
+            self.neighbour_weights = tf.constant(np.asarray(weights, np.float32))
         self.independent_targets, self.negatives = independent_targets, negatives
         self.towers = towers
         self.num_items = int(towers.num_items)
@@ -110,6 +121,12 @@ class RetrievalModel(tfrs.Model):
             all_ids = tf.range(1, self.num_items + 1)
             matrix = self.towers.items(all_ids, training=training)  # [N, d], recomputed every step
             positives = tf.gather(matrix, pos_ids - 1)
+            if self.target_share:
+                # Soft label (1 - s) one-hot + s neighbours: the loss is linear in the positive's vector, so the
+                # cross-entropy against it is the one against the mixed vector.
+                nbr = tf.gather(matrix, tf.gather(self.neighbour_ids, pos_ids) - 1)  # [Q, k, d]
+                soft = tf.einsum("qk,qkd->qd", tf.gather(self.neighbour_weights, pos_ids), nbr)
+                positives = (1.0 - self.target_share) * positives + self.target_share * soft
             return self.task(queries, positives, pos_ids, matrix, all_ids, candidate_mask=self.candidate_mask[1:],
                              training=training)
         unique, slot = tf.unique(pos_ids)

@@ -105,6 +105,41 @@ def seen_items(train_sequences: TrainingSequences, num_items: int) -> np.ndarray
     return seen
 
 
+def content_neighbours(content: np.ndarray, candidates: np.ndarray, k: int, temperature: float,
+                       chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's `k` nearest candidate items by content cosine (itself excluded) and softmax weights.
+
+    Args:
+      content: [N, dim] item content vectors (item index i + 1 in row i).
+      candidates: [N + 1] bool, the items that may be neighbours (index 0 is padding).
+      k: neighbours per item (at most the candidates other than the item).
+      temperature: weights are softmax(cosine / temperature) over the k.
+
+    Returns:
+      ([N + 1, k] int32 item indices, [N + 1, k] float32 weights summing to 1 per row); row 0 is unused.
+    """
+    x = np.asarray(content, np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    n = len(x)
+    allowed = np.asarray(candidates, bool)[1:]
+    k = int(min(k, max(int(allowed.sum()) - 1, 1)))
+    ids = np.ones((n + 1, k), np.int32)
+    weights = np.full((n + 1, k), 1.0 / k, np.float32)
+    for start in range(0, n, chunk):
+        sims = x[start:start + chunk] @ x.T  # [c, N]
+        sims[:, ~allowed] = -np.inf
+        rows = np.arange(len(sims))
+        sims[rows, start + rows] = -np.inf  # not its own neighbour
+        top = np.argpartition(-sims, kth=k - 1, axis=1)[:, :k]
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-top_sims, axis=1, kind="stable")
+        top, top_sims = np.take_along_axis(top, order, 1), np.take_along_axis(top_sims, order, 1)
+        z = np.exp((top_sims - top_sims[:, :1]) / temperature)
+        ids[start + 1:start + 1 + len(sims)] = top + 1
+        weights[start + 1:start + 1 + len(sims)] = z / z.sum(axis=1, keepdims=True)
+    return ids, weights
+
+
 def _optimizer(settings: TrainConfig, steps_per_epoch: int, epochs: int) -> tf.keras.optimizers.Optimizer:
     total = steps_per_epoch * epochs
     lr: Any = settings.learning_rate
@@ -144,11 +179,21 @@ def prepare_training(towers: tf.keras.Model, catalogue: Catalogue, train_sequenc
         towers.zero_ids(np.flatnonzero(~seen[1:]) + 1)  # untrained ID vectors: cold items fall back to content
     log_q = item_log_frequencies(train_sequences, len(catalogue)) if settings.logq_correction else None
     negatives = negatives_mode(settings, len(catalogue), sampling)
+    neighbours = None
+    share = settings.content_target_share if negatives == "full" else 0.0
+    if share:
+        content = getattr(towers, "content", None)
+        if content is None:
+            raise ValueError("train.content_target_share needs towers with item content (LEARN), not "
+                             f"{type(towers).__name__}")
+        neighbours = content_neighbours(content.rows(), seen, settings.content_target_neighbours,
+                                        settings.content_target_temperature)
     model = RetrievalModel(towers, settings.logit_scale, log_q, independent_targets=sampling == "window",
                            negatives=negatives, candidate_mask=seen, num_sampled=settings.num_sampled_negatives,
                            sampled_distribution=settings.sampled_distribution,
                            learnable_logit_scale=settings.learnable_logit_scale,
-                           chunk_size=settings.full_softmax_chunk)
+                           chunk_size=settings.full_softmax_chunk, target_neighbours=neighbours,
+                           target_share=share)
     model.compile(optimizer=_optimizer(settings, steps, epochs or settings.epochs))
     return TrainingSetup(model, sampler, epoch_dataset(sampler, settings.batch_size), steps)
 

@@ -13,7 +13,9 @@ from learn_tf.data.synthetic import generate_synthetic
 from learn_tf.evaluation.evaluator import evaluate
 from learn_tf.models.catalogue import Catalogue, TowerScorer
 from learn_tf.models.towers import LearnTowers
-from learn_tf.training.trainer import CollapseError, WeightAverage, pick_cold_strength, train
+from learn_tf.models.retrieval_model import RetrievalModel
+from learn_tf.training.trainer import (CollapseError, WeightAverage, content_neighbours, pick_cold_strength,
+                                       train)
 
 
 def _toy_data(cold_item_fraction=0.0):
@@ -141,6 +143,54 @@ def test_ema_run_validates_and_keeps_the_averaged_weights(toy):
     assert max(diffs) > 1e-4
     scored = evaluate(TowerScorer(towers, cat, 12).score, val, cat.item_ids, ks=(10,), protocols=("masked",))
     assert scored["protocols"]["masked"]["overall"]["metrics"]["ndcg@10"] == pytest.approx(result.best_metric)
+
+
+def test_content_neighbours_are_the_nearest_allowed_items_by_cosine():
+    rng = np.random.default_rng(5)
+    content = rng.normal(size=(9, 4)).astype(np.float32)
+    allowed = np.ones(10, bool)
+    allowed[[0, 4]] = False  # padding, and item 4 (never trained) is nobody's neighbour
+    ids, weights = content_neighbours(content, allowed, k=3, temperature=0.2, chunk=4)  # chunks of 4 rows
+    unit = content / np.linalg.norm(content, axis=1, keepdims=True)
+    for item in range(1, 10):
+        cos = {j: float(unit[item - 1] @ unit[j - 1]) for j in range(1, 10) if j != item and allowed[j]}
+        best = sorted(cos, key=lambda j: -cos[j])[:3]
+        assert ids[item].tolist() == best
+        z = np.exp(np.array([cos[j] for j in best]) / 0.2)
+        np.testing.assert_allclose(weights[item], z / z.sum(), rtol=1e-5)
+
+
+def test_content_neighbour_targets_equal_the_soft_label_cross_entropy(toy):
+    cat, content, _, _ = toy
+    towers = _towers(cat, content)
+    n = len(cat)
+    seen = np.ones(n + 1, bool)
+    seen[0] = False
+    seen[[3, 7]] = False
+    nbr_ids, nbr_w = content_neighbours(content, seen, k=4, temperature=0.1)
+    model = RetrievalModel(towers, negatives="full", candidate_mask=seen, target_neighbours=(nbr_ids, nbr_w),
+                           target_share=0.3)
+    rng = np.random.default_rng(2)
+    history = rng.integers(1, n + 1, size=(3, 12)).astype(np.int32)
+    labels = rng.integers(1, n + 1, size=(3, 12)).astype(np.int32)
+    labels[1, :5] = 0  # padding positions carry no loss
+    loss = float(model.compute_loss({"history": history, "labels": labels}, training=False))
+    seq = towers.sequence(history, training=False).numpy()
+    items = towers.items(np.arange(1, n + 1), training=False).numpy()
+    scale = 1.0 if towers.similarity == "dot" else 20.0  # RetrievalModel's default logit scale for cosine
+    expected = []
+    for b, t in zip(*np.nonzero(labels)):
+        s = scale * items @ seq[b, t]
+        target = np.zeros(n)
+        target[labels[b, t] - 1] += 0.7
+        target[nbr_ids[labels[b, t]] - 1] += 0.3 * nbr_w[labels[b, t]]
+        expected.append(_lse_masked(s, seen[1:]) - target @ s)
+    assert loss == pytest.approx(float(np.mean(expected)), rel=1e-4)
+
+
+def _lse_masked(s, mask):
+    s = s[mask]
+    return float(s.max() + np.log(np.exp(s - s.max()).sum()))
 
 
 def test_cold_ids_ridge_keeps_the_l2_with_the_best_validation_ndcg():
