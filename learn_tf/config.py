@@ -227,6 +227,10 @@ class TrainConfig:
     # Two-stage LEARN: this many epochs of in-batch dense all-action pretraining (the
     # official code's first stage) before the next-item objective (0: off).
     pretrain_epochs: int = 0
+    # Hybrid towers' ID dropout during the pretraining stage (null: the model's `id_dropout`); 1.0
+    # pretrains on content alone, so the adaptor and encoder learn from the LLM vectors before the
+    # ID vectors are trained (in the next-item stage).
+    pretrain_id_dropout: Optional[float] = None
     # The two-stage schedule is LEARN's: SASRec trains single-stage (its standard recipe) unless true.
     pretrain_sasrec: bool = False
     # Early stopping on validation NDCG@10 (protocol below), evaluated every `eval_every` epochs
@@ -627,6 +631,9 @@ def _check_model_train(cfg: Config, path: str) -> None:
         raise ConfigError(f"{path}: keys 'train.content_target_neighbours' (>= 1) and "
                           "'train.content_target_temperature' (> 0) out of range: "
                           f"{t.content_target_neighbours}, {t.content_target_temperature}")
+    if t.pretrain_id_dropout is not None and not 0.0 <= t.pretrain_id_dropout <= 1.0:
+        raise ConfigError(f"{path}: key 'train.pretrain_id_dropout' must be in [0, 1] or null, "
+                          f"got {t.pretrain_id_dropout}")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"{path}: key 'train.ema_decay' must be in [0, 1), got {t.ema_decay}")
     if t.clipnorm is not None and t.clipnorm <= 0:

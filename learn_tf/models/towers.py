@@ -170,8 +170,11 @@ class LearnTowers(_TowersBase):
 
     def targets(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
         """[B, T] target indices -> [B, T, out_dim] item embeddings per the item-tower variant."""
-        if self.item_tower in ("c", "e"):
+        if self.item_tower == "c":
             return self.items(indices, training=training)
+        if self.item_tower == "e":  # flat, so the adaptor sees the rank it was built with
+            flat = self.items(tf.reshape(indices, [-1]), training=training)
+            return tf.reshape(flat, tf.concat([tf.shape(indices), tf.shape(flat)[-1:]], axis=0))
         return self.sequence(indices, training=training, mode="causal" if self.item_tower == "a" else "self")
 
     def items(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:

@@ -469,10 +469,7 @@ def _train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: Sequen
     train_sequences = as_training_sequences(train_sequences)  # RecordSequences stay streamed
     check_cases(catalogue, val_cases, settings.max_len)
     if settings.pretrain_epochs and settings.sampling == "next_item":
-        stage = prepare_training(towers, catalogue, train_sequences, settings, sampling="dense",
-                                 epochs=settings.pretrain_epochs)
-        print(f"  pretraining: {settings.pretrain_epochs} epochs of in-batch dense all-action negatives", flush=True)
-        stage.model.fit(stage.dataset, epochs=settings.pretrain_epochs, verbose=verbose)
+        pretrain(towers, catalogue, train_sequences, settings, verbose)
     setup = prepare_training(towers, catalogue, train_sequences, settings)
     model = setup.model
     if model.negatives == "dense":
@@ -504,6 +501,23 @@ def _train(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: Sequen
     if output_dir:
         write_training_curves(result, output_dir, settings)
     return result
+
+
+def pretrain(towers: tf.keras.Model, catalogue: Catalogue, train_sequences: TrainingSequences,
+             settings: TrainConfig, verbose: int = 2) -> None:
+    """LEARN's pretraining stage: `settings.pretrain_epochs` epochs of in-batch dense all-action negatives,
+    hybrid towers' IDs dropped with `settings.pretrain_id_dropout` (when set) instead of the model's rate."""
+    stage = prepare_training(towers, catalogue, train_sequences, settings, sampling="dense",
+                             epochs=settings.pretrain_epochs)
+    print(f"  pretraining: {settings.pretrain_epochs} epochs of in-batch dense all-action negatives", flush=True)
+    model_id_dropout = getattr(towers, "id_dropout", None)
+    if settings.pretrain_id_dropout is not None and getattr(towers, "ids", None) is not None:
+        towers.id_dropout = settings.pretrain_id_dropout  # read when the stage's train step is traced
+    try:
+        stage.model.fit(stage.dataset, epochs=settings.pretrain_epochs, verbose=verbose)
+    finally:
+        if model_id_dropout is not None:
+            towers.id_dropout = model_id_dropout
 
 
 def write_training_curves(result: TrainResult, output_dir: str, settings: TrainConfig) -> None:

@@ -15,7 +15,7 @@ from learn_tf.models.catalogue import Catalogue, TowerScorer
 from learn_tf.models.towers import LearnTowers
 from learn_tf.models.retrieval_model import RetrievalModel
 from learn_tf.training.trainer import (CollapseError, WeightAverage, content_neighbours, pick_cold_strength,
-                                       train)
+                                       pretrain, train)
 
 
 def _toy_data(cold_item_fraction=0.0):
@@ -191,6 +191,24 @@ def test_content_neighbour_targets_equal_the_soft_label_cross_entropy(toy):
 def _lse_masked(s, mask):
     s = s[mask]
     return float(s.max() + np.log(np.exp(s - s.max()).sum()))
+
+
+def test_pretraining_on_content_alone_leaves_the_id_vectors_untrained(toy):
+    cat, content, seqs, _ = toy
+    tf.keras.utils.set_random_seed(0)
+    towers = LearnTowers(len(cat), content.shape[1], d_model=16, num_layers=1, num_heads=2, ff_dim=32, out_dim=16,
+                         dropout=0.0, max_len=12, content_table=content, item_tower="e", item_inputs="hybrid",
+                         id_dropout=0.1, similarity="dot", use_positions=True)  # input_norm on: any rank
+    towers(np.ones((1, 12), np.int32))  # build
+    ids_before, adaptor_before = towers.ids.get_weights()[0].copy(), towers.adaptor.get_weights()[0].copy()
+    settings = TrainConfig(sampling="next_item", max_len=12, batch_size=32, pretrain_epochs=1, seed=0,
+                           pretrain_id_dropout=1.0)
+    pretrain(towers, cat, seqs, settings, verbose=0)
+    np.testing.assert_array_equal(towers.ids.get_weights()[0], ids_before)  # no gradient reached the IDs
+    assert np.abs(towers.adaptor.get_weights()[0] - adaptor_before).max() > 1e-4  # content path trained
+    assert towers.id_dropout == 0.1  # the model's own rate for the next stage
+    pretrain(towers, cat, seqs, TrainConfig(**{**settings.__dict__, "pretrain_id_dropout": None}), verbose=0)
+    assert np.abs(towers.ids.get_weights()[0] - ids_before).max() > 1e-4  # the model's rate trains them
 
 
 def test_cold_ids_ridge_keeps_the_l2_with_the_best_validation_ndcg():
