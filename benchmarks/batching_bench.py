@@ -28,9 +28,11 @@ requests from `grpc.aio` coroutines on one thread (the concurrency is the number
 flight), the cheapest client per request in Python. Every measurement also records the client's
 and each server's CPU time per request (process CPU clock; /proc/PID/stat for the server). `--server_args` passes more
 `python -m serving.server` flags to every server (e.g. TensorFlow's thread counts).
-After the rounds, a diagnostic pass at concurrency 1 sends `--requests / 2` requests to
-each server in turn, request by request, so every server idles equally long between its
-requests under the same machine load; the criterion stays the p50 of the rounds.
+`--warmup_requests N` sends N unmeasured requests at concurrency 32 to every server first (a 1M
+server's throughput climbs over its first few thousand requests). After the rounds, a diagnostic
+pass at concurrency 1 sends `--requests / 2` requests to each server in turn, request by request,
+so every server idles equally long between its requests under the same machine load; the
+criterion stays the p50 of the rounds.
 
 Usage: python benchmarks/batching_bench.py [--items 1000000] [--requests 1000] [--rounds 2]
        [--models learn_retrieval_bf,learn_retrieval] [--variant num_batch_threads=1] [--base DIR]
@@ -192,6 +194,9 @@ def main() -> None:
     p.add_argument("--items", type=int, default=1_000_000)
     p.add_argument("--requests", type=int, default=1000, help="requests per measurement")
     p.add_argument("--rounds", type=int, default=2, help="alternating off/on rounds per concurrency")
+    p.add_argument("--warmup_requests", type=int, default=0,
+                   help="unmeasured requests per server at concurrency 32 before the rounds (at 1M items a "
+                   "server's throughput climbs over its first few thousand requests)")
     p.add_argument("--models", default=f"{RETRIEVAL_BF_MODEL},{RETRIEVAL_MODEL}")
     p.add_argument("--variant", action="append", default=[],
                    help="name=value,...: one more server, with batching parameters over the exported ones, and "
@@ -228,7 +233,8 @@ def main() -> None:
         before = _uptime()
         print(f"[batching_bench] {before}", flush=True)
         results: dict[str, Any] = {"items": args.items, "batching_parameters": params.__dict__, "uptime_before": before,
-                                   "client": args.client, "server_args": args.server_args, "models": {}}
+                                   "client": args.client, "warmup_requests": args.warmup_requests,
+                                   "server_args": args.server_args, "models": {}}
         stubs = {b: prediction_service_pb2_grpc.PredictionServiceStub(ch) for b, ch in servers.items()}
         for model in args.models.split(","):
             requests = [_request(model, histories[i:i + 1]) for i in range(len(histories))]
@@ -247,6 +253,11 @@ def main() -> None:
             for server in servers:  # warm every server: first calls trace nothing, but fill caches
                 for i in range(20):
                     call(i, server)
+                if args.warmup_requests:  # and reach steady state: throughput climbs over thousands of requests
+                    if args.client == "aio":
+                        _aio_load(targets[server], requests, 32, args.warmup_requests)
+                    else:
+                        _load(lambda i, b=server: call(i, b), 32, args.warmup_requests)
             per: dict[str, Any] = {}
             names = {False: "off", True: "on", **{v: f"variant {v}" for v in args.variant}}
             for c in (1, 32):
@@ -267,7 +278,8 @@ def main() -> None:
                     "qps": float(np.mean([m["qps"] for m in ms])), "p50_ms": float(np.mean([m["p50_ms"] for m in ms])),
                     "p99_ms": float(np.mean([m["p99_ms"] for m in ms])), "errors": int(sum(m["errors"] for m in ms)),
                     "client_cpu_us": float(np.mean([m["client_cpu_us"] for m in ms])),
-                    "server_cpu_us": float(np.mean([m["server_cpu_us"] for m in ms])), "rounds": ms} for b, ms in runs.items()}
+                    "server_cpu_us": float(np.mean([m["server_cpu_us"] for m in ms])), "rounds": ms}
+                    for b, ms in runs.items()}
             per["throughput_ratio_c32"] = per["c32"]["on"]["qps"] / per["c32"]["off"]["qps"]
             per["variants"] = {v: {
                 "throughput_ratio_c32": per["c32"][names[v]]["qps"] / per["c32"]["off"]["qps"],
