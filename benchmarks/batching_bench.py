@@ -68,7 +68,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # 
 from learn_tf.config import ServingConfig  # noqa: E402
 from learn_tf.models.catalogue import Catalogue  # noqa: E402
 from learn_tf.models.towers import LearnTowers  # noqa: E402
-from serve_bench import CONTENT_DIM, HISTORY, MAX_LEN, _load  # noqa: E402
+from serve_bench import CONTENT_DIM, HISTORY, MAX_LEN, _load, _percentiles  # noqa: E402
 from serving.batching import read_batching_parameters  # noqa: E402
 from serving.client import make_channel, predict  # noqa: E402
 from serving.export import export_serving_models  # noqa: E402
@@ -123,7 +123,7 @@ def _aio_load(target: str, requests: Sequence[predict_pb2.PredictRequest], concu
             return lat, errors, time.perf_counter() - t0
 
     lat, errors, wall = asyncio.run(run())
-    p50, p99 = (float(np.percentile(lat, q) * 1e3) for q in (50, 99)) if lat else (float("nan"),) * 2
+    p50, p99 = _percentiles(lat) if lat else (float("nan"), float("nan"))
     return {"p50_ms": p50, "p99_ms": p99, "qps": len(lat) / wall, "errors": errors}
 
 

@@ -263,7 +263,7 @@ class LearnTowers(_TowersBase):
         if l2 is not None and not seen.any():
             raise ValueError("fit_cold_ids: no item is marked as trained")
         self.users(tf.ones([1, 1], tf.int32))  # builds the tables
-        content = self.content.table.numpy()[1:]
+        content = self.content.rows()
         if l2 is None:
             w = self.id_map.numpy() if self.id_map is not None else np.zeros(self.cold_map.shape, np.float32)
         else:
@@ -298,7 +298,7 @@ class LearnTowers(_TowersBase):
             raise ValueError(f"content_rows has non-finite values in row {int(np.argwhere(~np.isfinite(rows))[0, 0])}")
         probe = tf.ones([1, 1], tf.int32)
         self.users(probe)  # builds every sub-layer (no-op when already built)
-        table = np.concatenate([self.content.table.numpy()[1:], rows])
+        table = np.concatenate([self.content.rows(), rows])
         config = {**self.get_config(), "num_items": self.num_items + len(rows)}
         grown = LearnTowers(**config, content_table=table)
         grown.users(probe)

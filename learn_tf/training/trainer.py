@@ -378,14 +378,23 @@ class _EvalCallback(tf.keras.callbacks.Callback):
         self.best_seconds = 0.0
         self.average: Optional[WeightAverage] = None  # validate and keep the averaged weights
 
+    def _last(self, epoch: int) -> bool:
+        return epoch + 1 == self.params.get("epochs", -1)
+
+    def _evaluates(self, epoch: int) -> bool:
+        """Whether validation runs after `epoch` (every `eval_every` epochs, and after the last one)."""
+        return (epoch + 1) % self.s.eval_every == 0 or self._last(epoch)
+
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, float]] = None) -> None:
-        with self.average.applied() if self.average is not None else contextlib.nullcontext():
+        # The averaged weights are swapped in only around a validation (and the best-weights copy it may take).
+        averaged = self.average is not None and self._evaluates(epoch)
+        with self.average.applied() if averaged else contextlib.nullcontext():
             self._epoch_end(epoch, logs)
 
     def _epoch_end(self, epoch: int, logs: Optional[dict[str, float]] = None) -> None:
         logs = logs if logs is not None else {}
-        last = epoch + 1 == self.params.get("epochs", -1)
-        if (epoch + 1) % self.s.eval_every and not last:
+        last = self._last(epoch)
+        if not self._evaluates(epoch):
             self.history.append({"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))),
                                  "seconds": round(time.time() - self.t0, 1)})
             return

@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -135,7 +136,7 @@ def test_ema_run_validates_and_keeps_the_averaged_weights(toy):
     settings = TrainConfig(sampling="next_item", negatives="full", max_len=12, batch_size=32, epochs=2, seed=0,
                            ema_decay=0.8, restore_best=False)
     raw_towers = _towers(cat, content)
-    train(raw_towers, cat, seqs, val, TrainConfig(**{**settings.__dict__, "ema_decay": 0.0}), verbose=0)
+    train(raw_towers, cat, seqs, val, replace(settings, ema_decay=0.0), verbose=0)
     towers = _towers(cat, content)
     result = train(towers, cat, seqs, val, settings, verbose=0)
     # Same seed and data: the raw trajectory is the run without averaging; the kept weights are its average.
@@ -207,7 +208,7 @@ def test_pretraining_on_content_alone_leaves_the_id_vectors_untrained(toy):
     np.testing.assert_array_equal(towers.ids.get_weights()[0], ids_before)  # no gradient reached the IDs
     assert np.abs(towers.adaptor.get_weights()[0] - adaptor_before).max() > 1e-4  # content path trained
     assert towers.id_dropout == 0.1  # the model's own rate for the next stage
-    pretrain(towers, cat, seqs, TrainConfig(**{**settings.__dict__, "pretrain_id_dropout": None}), verbose=0)
+    pretrain(towers, cat, seqs, replace(settings, pretrain_id_dropout=None), verbose=0)
     assert np.abs(towers.ids.get_weights()[0] - ids_before).max() > 1e-4  # the model's rate trains them
 
 
