@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "sentencepiece",
     "tokenizers",
     "grpcio>=1.60",
+    # The asyncio gRPC front end's event loop (`--grpc_event_loop auto`; asyncio's own loop elsewhere).
+    "uvloop>=0.19,<1; platform_system != 'Windows'",
     # TF Serving's REST API (`learn serve`) and its client (`learn query --rest`).
     "tornado>=6.4,<7",
     "requests>=2.31,<3",

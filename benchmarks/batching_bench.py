@@ -14,7 +14,8 @@ that batching adds at concurrency 1, with `uptime` before and after.
 `--variant name=value,...` (repeatable) adds one more server with other parameters, measured in
 the same rounds: batching parameters (e.g. `num_batch_threads=1`), `early_run=0` (a lone request
 waits idle for the timeout, as before the early run of serving.batching), `frontend=sync|aio`
-(`--grpc_frontend`; the plain servers run the default, sync), `intra_op=N` / `inter_op=N`
+(`--grpc_frontend`; the plain servers run the server's default), `loop=auto|uvloop|asyncio`
+(`--grpc_event_loop`, the aio front end's event loop), `intra_op=N` / `inter_op=N`
 (TensorFlow's thread pools), `batching=0` (an unbatched server, e.g.
 `batching=0,frontend=aio`) and `base=DIR` (serve another export of the same catalogue, e.g. one
 made with other ScaNN search settings); `--base DIR` keeps the
@@ -175,8 +176,10 @@ def _start_variant(base: str, params: Any, spec: str, params_file: str,
     base = changes.pop("base", base)
     if changes.pop("early_run", "1") == "0":  # server flags, not BatchingParameters fields
         flags.append("--no_batching_early_run")
-    if "frontend" in changes:  # else the server's default (sync)
+    if "frontend" in changes:  # else the server's default
         flags += ["--grpc_frontend", changes.pop("frontend")]
+    if "loop" in changes:  # the aio front end's event loop (else the server's default, auto)
+        flags += ["--grpc_event_loop", changes.pop("loop")]
     for key, flag in (("intra_op", "--tensorflow_intra_op_parallelism"),
                       ("inter_op", "--tensorflow_inter_op_parallelism")):
         if key in changes:

@@ -285,6 +285,10 @@ class ServingConfig:
     scann_num_leaves: Optional[int] = None
     scann_leaves_to_search: Optional[int] = None
     scann_recall_target: float = 0.95
+    # gRPC front end of `learn serve`: aio (grpc.aio, the RPCs as coroutines on one event loop) or sync
+    # (grpc.server, one pool thread per RPC); aio's loop: auto = uvloop when installed, else asyncio.
+    grpc_frontend: Literal["aio", "sync"] = "aio"
+    grpc_event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     # Server limits.
     max_message_bytes: int = 4 * 1024 * 1024
     num_threads: int = 16

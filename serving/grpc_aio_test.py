@@ -4,6 +4,8 @@ server_test and batching_test once per front end)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import sys
 import threading
 from concurrent.futures import Future
 
@@ -15,7 +17,7 @@ import pytest
 
 import serving.predictor
 from serving.batching import BatchingParameters
-from serving.grpc_aio import LoopWaker
+from serving.grpc_aio import LoopWaker, new_event_loop
 from serving.server import ModelServer
 from serving.testing import Stubs, request, wait_for
 
@@ -64,10 +66,58 @@ def test_unknown_front_end_is_refused(base: str) -> None:
         ModelServer(base, port=0, grpc_frontend="nope")
 
 
-def test_the_default_front_end_is_sync(base: str) -> None:
-    assert ModelServer(base, port=0).grpc_frontend == "sync"
-    assert ModelServer(base, port=0, batching=BatchingParameters()).grpc_frontend == "sync"
-    assert ModelServer(base, port=0, grpc_frontend="aio").grpc_frontend == "aio"
+def test_the_default_front_end_is_aio(base: str) -> None:
+    assert ModelServer(base, port=0).grpc_frontend == "aio"
+    assert ModelServer(base, port=0, batching=BatchingParameters()).grpc_frontend == "aio"
+    assert ModelServer(base, port=0, grpc_frontend="sync").grpc_frontend == "sync"
+
+
+def test_event_loop_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto is uvloop when it is installed (a dependency here), else asyncio's loop; uvloop without it fails."""
+    loops = []
+    try:
+        loop, kind = new_event_loop("asyncio")
+        loops.append(loop)
+        assert kind == "asyncio" and type(loop).__module__.startswith("asyncio")
+        loop, kind = new_event_loop("auto")
+        loops.append(loop)
+        installed = importlib.util.find_spec("uvloop") is not None
+        assert kind == ("uvloop" if installed else "asyncio")
+        assert type(loop).__module__.startswith(kind)
+        with pytest.raises(ValueError, match="event loop must be one of"):
+            new_event_loop("trio")
+        monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed: import fails
+        loop, kind = new_event_loop("auto")
+        loops.append(loop)
+        assert kind == "asyncio"
+        with pytest.raises(RuntimeError, match="needs the uvloop package"):
+            new_event_loop("uvloop")
+    finally:
+        for loop in loops:
+            loop.close()
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_aio_front_end_serves_on_either_event_loop(base: str, event_loop: str) -> None:
+    if event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        pytest.skip("uvloop is not installed")
+    with pytest.raises(ValueError, match="grpc_event_loop"):
+        ModelServer(base, port=0, grpc_frontend="aio", grpc_event_loop="trio")
+    s = ModelServer(base, port=0, grpc_frontend="aio", grpc_event_loop=event_loop,
+                    batching=BatchingParameters(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1))
+    s.start()
+    st = Stubs(s.port)
+    try:
+        assert s.grpc_event_loop == event_loop
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        got = st.predict.Predict(request(x=x, k=np.array([1, 2], np.int32)), timeout=WAIT)
+        assert got.model_spec.version.value == 1 and set(got.outputs)
+        with pytest.raises(grpc.RpcError) as e:
+            st.predict.Predict(request(x=np.ones((1, 3), np.int32)), timeout=WAIT)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        st.channel.close()
+        s.stop(grace=1.0)
 
 
 def test_aio_deadline_and_graceful_stop(base: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,10 +52,13 @@ class Predictor:
             and `run`.
         """
         servable, key, signature, arrays, wanted = self.decode_proto(request)
-        return servable, key, self.run(servable, key, signature, arrays, wanted, timeout)
+        return servable, key, self.run(servable, key, signature, arrays, wanted, timeout, shapes_checked=True)
 
     def decode_proto(self, request: predict_pb2.PredictRequest) -> Decoded:
         """A gRPC PredictRequest -> (servable, signature key, signature, input arrays, wanted outputs), not yet run.
+
+        The arrays' shapes are checked here (`tensor_from_proto`): pass `shapes_checked=True` to
+        `run` / `submit`.
 
         Raises:
           RequestError: as `ModelManager.resolve` and `tensor_codec.check_names` / `tensor_from_proto`.
@@ -68,18 +71,20 @@ class Predictor:
         return servable, key, signature, arrays, wanted
 
     def run(self, servable: Servable, key: str, signature: Signature, arrays: Mapping[str, np.ndarray],
-            wanted: Sequence[str], timeout: Optional[float] = None) -> dict[str, np.ndarray]:
+            wanted: Sequence[str], timeout: Optional[float] = None,
+            shapes_checked: bool = False) -> dict[str, np.ndarray]:
         """Runs validated-by-name input arrays on `servable`'s signature `key`; returns the `wanted` outputs.
 
-        Shapes are checked here (both APIs). Batchable requests (every input has the same dimension 0,
-        which the signature leaves open) go through the scheduler.
+        Shapes are checked here (both APIs) unless `shapes_checked` (arrays from `decode_proto`).
+        Batchable requests (every input has the same dimension 0, which the signature leaves open) go
+        through the scheduler.
 
         Raises:
           RequestError: a bad shape, a graph error, a full batch queue (UNAVAILABLE), or no result
             within `timeout` seconds (DEADLINE_EXCEEDED).
         """
-        for name, spec in signature.inputs.items():
-            check_shape(name, arrays[name].shape, spec, self.max_elements)
+        if not shapes_checked:
+            self._check_shapes(signature, arrays)
         run = functools.partial(run_signature, key, signature)
         if self.scheduler is None or not _batchable(signature, arrays):
             outputs = run(arrays)
@@ -88,8 +93,9 @@ class Predictor:
         return {n: outputs[n] for n in wanted}
 
     def submit(self, servable: Servable, key: str, signature: Signature,
-               arrays: Mapping[str, np.ndarray]) -> Optional[Future]:
-        """Checks the shapes and, for a batchable request, enqueues it; returns the Future of all its outputs.
+               arrays: Mapping[str, np.ndarray], shapes_checked: bool = False) -> Optional[Future]:
+        """Checks the shapes (unless `shapes_checked`) and, for a batchable request, enqueues it; returns the
+        Future of all its outputs.
 
         None: no scheduler, or the request is not batchable (the caller runs it with `run`). The
         scheduler's threads lead the batch (`BatchScheduler.submit`), so the caller may await the
@@ -98,12 +104,17 @@ class Predictor:
         Raises:
           RequestError: a bad shape, a task larger than max_batch_size, or a full queue (UNAVAILABLE).
         """
-        for name, spec in signature.inputs.items():
-            check_shape(name, arrays[name].shape, spec, self.max_elements)
+        if not shapes_checked:
+            self._check_shapes(signature, arrays)
         if self.scheduler is None or not _batchable(signature, arrays):
             return None
         run = functools.partial(run_signature, key, signature)
         return self.scheduler.submit(_queue_key(servable, key, arrays), run, arrays, early_run=True)
+
+    def _check_shapes(self, signature: Signature, arrays: Mapping[str, np.ndarray]) -> None:
+        """`tensor_codec.check_shape` for every input (RequestError INVALID_ARGUMENT naming the input)."""
+        for name, spec in signature.inputs.items():
+            check_shape(name, arrays[name].shape, spec, self.max_elements)
 
 
 def _queue_key(servable: Servable, key: str, arrays: Mapping[str, np.ndarray]) -> tuple:
@@ -114,10 +125,12 @@ def _queue_key(servable: Servable, key: str, arrays: Mapping[str, np.ndarray]) -
 
 def _batchable(signature: Signature, arrays: Mapping[str, np.ndarray]) -> bool:
     """Every input has rank >= 1, one shared non-zero dimension 0, and a spec that leaves dimension 0 open."""
+    if not signature.batch_dim_open:
+        return False
     sizes = set()
-    for name, spec in signature.inputs.items():
+    for name in signature.inputs:
         a = arrays[name]
-        if a.ndim == 0 or spec.shape.rank is None or spec.shape.rank == 0 or spec.shape[0] is not None:
+        if a.ndim == 0:
             return False
         sizes.add(a.shape[0])
     return len(sizes) == 1 and 0 not in sizes

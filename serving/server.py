@@ -35,7 +35,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 
 from learn_tf.config import ServingConfig
 from serving.batching import BatchingParameters, BatchScheduler, read_batching_parameters
-from serving.grpc_aio import AioGrpcServer
+from serving.grpc_aio import EVENT_LOOPS, AioGrpcServer
 from serving.model_manager import ModelManager
 from serving.predictor import Predictor
 from serving.rest import RestServer
@@ -66,18 +66,21 @@ class ModelServer:
     Serving's REST API on the same models (None: no REST; 0: a free port). `batching` (parameters,
     e.g. from `read_batching_parameters`) turns on server-side batching for both APIs;
     `batching_early_run` lets a lone request compute its row during its batch's wait (see
-    `serving.batching.BatchScheduler`). `models` is the `ModelManager` that loads, polls and swaps
-    versions.
+    `serving.batching.BatchScheduler`). `grpc_frontend` is `aio` (default; `grpc_event_loop` picks
+    its loop, see `serving.grpc_aio.new_event_loop`) or `sync`. `models` is the `ModelManager` that
+    loads, polls and swaps versions.
     """
 
     def __init__(self, model_base: str, models_config: Optional[str] = None, host: str = "127.0.0.1",
                  port: int = 8500, num_threads: int = 16, max_message_bytes: int = 4 << 20,
                  poll_seconds: float = 2.0, rest_port: Optional[int] = None,
                  batching: Optional[BatchingParameters] = None, batching_early_run: bool = True,
-                 grpc_frontend: str = "sync") -> None:
+                 grpc_frontend: str = "aio", grpc_event_loop: str = "auto") -> None:
         _ensure_log_handler()
         if grpc_frontend not in GRPC_FRONTENDS:
             raise ValueError(f"grpc_frontend must be one of {', '.join(GRPC_FRONTENDS)}, got {grpc_frontend!r}")
+        if grpc_event_loop not in EVENT_LOOPS:
+            raise ValueError(f"grpc_event_loop must be one of {', '.join(EVENT_LOOPS)}, got {grpc_event_loop!r}")
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         if max_message_bytes < 1:
@@ -97,6 +100,7 @@ class ModelServer:
         self.batching = batching
         self.batching_early_run = batching_early_run
         self.grpc_frontend = grpc_frontend
+        self.grpc_event_loop = grpc_event_loop  # the aio front end's loop; after start(), the kind in use
         self.scheduler: Optional[BatchScheduler] = None
         self.predictor = Predictor(self.models)
         self.rest: Optional[RestServer] = None
@@ -128,7 +132,8 @@ class ModelServer:
             ("grpc.so_reuseport", 0),  # a port in use is an error, not silently shared
         ]
         if self.grpc_frontend == "aio":
-            server: Any = AioGrpcServer(self.predictor, options, self.num_threads)
+            server: Any = AioGrpcServer(self.predictor, options, self.num_threads, event_loop=self.grpc_event_loop)
+            self.grpc_event_loop = server.event_loop
         else:
             server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.num_threads,
                                                             thread_name_prefix="serving-rpc"), options=options)
@@ -161,7 +166,9 @@ class ModelServer:
         self.models.start_polling(self.poll_seconds)
         _log.info("serving %s on %s%s (gRPC front end %s, threads %d, max message %d bytes, poll every %.1f s, "
                   "batching %s)", ", ".join(self.model_names) or "no models", self.address,
-                  f" and REST on {self.rest.url}" if self.rest else "", self.grpc_frontend, self.num_threads,
+                  f" and REST on {self.rest.url}" if self.rest else "",
+                  self.grpc_frontend + (f" on {self.grpc_event_loop}" if self.grpc_frontend == "aio" else ""),
+                  self.num_threads,
                   self.max_message_bytes, self.poll_seconds, self.batching or "off")
         return bound
 
@@ -194,7 +201,7 @@ def serve_main(model_base: str, models_config: Optional[str] = None, host: str =
                num_threads: int = 16, max_message_bytes: int = 4 << 20, poll_seconds: float = 2.0,
                grace: float = 5.0, on_start: Optional[Callable[[ModelServer], None]] = None,
                rest_port: Optional[int] = None, batching: Optional[BatchingParameters] = None,
-               batching_early_run: bool = True, grpc_frontend: str = "sync") -> int:
+               batching_early_run: bool = True, grpc_frontend: str = "aio", grpc_event_loop: str = "auto") -> int:
     """Runs a ModelServer until SIGINT/SIGTERM, then shuts down gracefully; returns the exit code (0).
 
     Prints `serving <models> on <host>:<port>` to stdout once requests are accepted, then
@@ -202,7 +209,8 @@ def serve_main(model_base: str, models_config: Optional[str] = None, host: str =
     """
     server = ModelServer(model_base, models_config=models_config, host=host, port=port, num_threads=num_threads,
                          max_message_bytes=max_message_bytes, poll_seconds=poll_seconds, rest_port=rest_port,
-                         batching=batching, batching_early_run=batching_early_run, grpc_frontend=grpc_frontend)
+                         batching=batching, batching_early_run=batching_early_run, grpc_frontend=grpc_frontend,
+                         grpc_event_loop=grpc_event_loop)
     server.start()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -245,9 +253,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--no_batching_early_run", action="store_true",
                    help="with batching, a lone request waits idle for its batch's timeout instead of computing "
                         "its row meanwhile (see serving.batching.BatchScheduler)")
-    p.add_argument("--grpc_frontend", choices=GRPC_FRONTENDS, default="sync",
-                   help="sync (default): grpc.server, every RPC on a pool thread; aio: grpc.aio, RPCs as coroutines "
-                        "on one event loop, batched requests awaiting their batch (serving.grpc_aio)")
+    p.add_argument("--grpc_frontend", choices=GRPC_FRONTENDS, default="aio",
+                   help="aio (default): grpc.aio, RPCs as coroutines on one event loop, batched requests awaiting "
+                        "their batch (serving.grpc_aio); sync: grpc.server, every RPC on a pool thread")
+    p.add_argument("--grpc_event_loop", choices=EVENT_LOOPS, default="auto",
+                   help="the aio front end's event loop: auto (default: uvloop when installed, else asyncio), "
+                        "uvloop, or asyncio")
     p.add_argument("--num_threads", type=int, default=16)
     p.add_argument("--max_message_bytes", type=int, default=4 << 20)
     p.add_argument("--poll_seconds", type=float, default=2.0)
@@ -267,7 +278,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       rest_port=None if args.rest_api_port < 0 else args.rest_api_port,
                       batching=batching_from_flags(args.model_base, args.enable_batching,
                                                    args.batching_parameters_file),
-                      batching_early_run=not args.no_batching_early_run, grpc_frontend=args.grpc_frontend)
+                      batching_early_run=not args.no_batching_early_run, grpc_frontend=args.grpc_frontend,
+                      grpc_event_loop=args.grpc_event_loop)
 
 
 def set_tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:

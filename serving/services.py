@@ -46,7 +46,7 @@ def predict_response(servable: Servable, key: str, outputs: Mapping[str, np.ndar
     response.model_spec.version.value = servable.version
     response.model_spec.signature_name = key
     for name, value in outputs.items():
-        response.outputs[name].CopyFrom(tensor_proto(value))
+        tensor_proto(value, out=response.outputs[name])
     return response
 
 

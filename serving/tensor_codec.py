@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence
 
 import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -18,7 +18,7 @@ import learn_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -36,11 +36,20 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class Signature:
-    """One serving signature: the concrete function, its named input specs and its output names."""
+    """One serving signature: the concrete function, its named input specs and its output names.
+
+    `batch_dim_open` (derived): every input has a known rank >= 1 and leaves dimension 0 open, so
+    requests may be concatenated along it (see `serving.predictor`).
+    """
 
     fn: Callable[..., Any]
     inputs: dict[str, tf.TensorSpec]
     outputs: tuple[str, ...]
+    batch_dim_open: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        dims = [_spec_dims(spec) for spec in self.inputs.values()]
+        object.__setattr__(self, "batch_dim_open", bool(dims) and all(d and d[0] is None for d in dims))
 
 
 class SignatureOwner(Protocol):
@@ -148,14 +157,15 @@ _CONTENT_DTYPES = {np.dtype(np.float32): tf.float32, np.dtype(np.float64): tf.fl
                    np.dtype(np.int64): tf.int64, np.dtype(np.bool_): tf.bool}
 
 
-def tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
+def tensor_proto(value: np.ndarray, out: Optional[tensor_pb2.TensorProto] = None) -> tensor_pb2.TensorProto:
     """An output array as a TensorProto, as `tf.make_tensor_proto` writes it, without its per-call overhead.
 
     float32/64, int32/64 and bool go into `tensor_content` (little-endian), bytes and str into
-    `string_val` (str as UTF-8); any other dtype through `tf.make_tensor_proto`.
+    `string_val` (str as UTF-8); any other dtype through `tf.make_tensor_proto`. `out`: an empty
+    TensorProto to fill (e.g. a response's `outputs[name]`, saving a copy); returned.
     """
     value = np.asarray(value)
-    proto = tensor_pb2.TensorProto()
+    proto = tensor_pb2.TensorProto() if out is None else out
     dtype = _CONTENT_DTYPES.get(value.dtype)
     if dtype is not None:
         proto.dtype = dtype.as_datatype_enum
@@ -165,14 +175,25 @@ def tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
         try:
             proto.string_val.extend(value.ravel().tolist())
         except TypeError:  # objects that are not bytes
-            return tf.make_tensor_proto(value)
+            return _general_proto(value, out)
     elif value.dtype.kind == "U":
         proto.dtype = tf.string.as_datatype_enum
         proto.string_val.extend(v.encode("utf-8") for v in value.ravel().tolist())
     else:
-        return tf.make_tensor_proto(value)
-    proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in value.shape)
+        return _general_proto(value, out)
+    dims = proto.tensor_shape.dim
+    for d in value.shape:
+        dims.add().size = d
     return proto
+
+
+def _general_proto(value: np.ndarray, out: Optional[tensor_pb2.TensorProto]) -> tensor_pb2.TensorProto:
+    """`tf.make_tensor_proto(value)`, copied into `out` (cleared first) when given."""
+    proto = tf.make_tensor_proto(value)
+    if out is None:
+        return proto
+    out.CopyFrom(proto)
+    return out
 
 
 def _shape_str(shape: tf.TensorShape) -> str:
@@ -224,6 +245,8 @@ def check_names(key: str, signature: Signature, sent: Iterable[str], output_filt
     Raises:
       RequestError: INVALID_ARGUMENT listing missing and unexpected inputs, or unknown outputs.
     """
+    if not output_filter and _same_names(sent, signature.inputs):  # the common case, without building sets
+        return list(signature.outputs)
     sent, expected = set(sent), set(signature.inputs)
     if sent != expected:
         missing, extra = sorted(expected - sent), sorted(sent - expected)
@@ -242,6 +265,14 @@ def check_names(key: str, signature: Signature, sent: Iterable[str], output_filt
                            f"output tensor alias(es) not found in signature \"{key}\": {', '.join(unknown)} "
                            f"(outputs: {', '.join(signature.outputs)})")
     return wanted
+
+
+def _same_names(sent: Iterable[str], expected: Mapping[str, Any]) -> bool:
+    """Whether `sent` (a map or collection supporting `len` and `in`) holds exactly `expected`'s keys."""
+    try:
+        return len(sent) == len(expected) and all(n in sent for n in expected)  # type: ignore[arg-type]
+    except TypeError:  # an iterable without len / in: the general check decides
+        return False
 
 
 def run_signature(key: str, signature: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

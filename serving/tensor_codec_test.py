@@ -86,12 +86,16 @@ def test_bad_requests(stubs: Stubs, case: str) -> None:
 def test_tensor_proto_reads_back_as_tf_make_tensor_proto_does(value: np.ndarray) -> None:
     from serving.tensor_codec import tensor_proto
 
-    proto = tensor_proto(value)
-    reference = tf.make_tensor_proto(value)
-    assert proto.dtype == reference.dtype and proto.tensor_shape == reference.tensor_shape
-    got, want = tf.make_ndarray(proto), tf.make_ndarray(reference)
-    assert got.dtype == want.dtype and got.shape == want.shape
-    np.testing.assert_array_equal(got, want)
+    from tensorflow_serving.apis import predict_pb2
+
+    response = predict_pb2.PredictResponse()
+    into = tensor_proto(value, out=response.outputs["y"])  # written in place, as the services do
+    for proto in (tensor_proto(value), into, response.outputs["y"]):
+        reference = tf.make_tensor_proto(value)
+        assert proto.dtype == reference.dtype and proto.tensor_shape == reference.tensor_shape
+        got, want = tf.make_ndarray(proto), tf.make_ndarray(reference)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("value", [
