@@ -12,11 +12,17 @@ versions the policy no longer wants are unloaded; in-flight requests finish on
 the version they resolved. A version label moves only once its target version
 is AVAILABLE, so a label always names a served version. Version directories
 whose names are not integers (e.g. an exporter's `.3.tmp-*`) are ignored.
+
+After a poll that loaded or unloaded a version, the heap is settled
+(`settle_heap`): garbage is collected once and the objects left are frozen
+out of Python's cyclic collector, so a full collection no longer walks the
+loaded models' ~400,000 objects (185 ms at 1M items) in the middle of serving.
 """
 
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import os
 import threading
@@ -93,6 +99,23 @@ def _fingerprint(path: str) -> tuple:
         return ("missing",)
 
 
+def settle_heap() -> None:
+    """Collects garbage once, then freezes every object left out of the cyclic collector (`gc.freeze`).
+
+    A loaded 1M-item model holds ~400,000 Python objects; once they are frozen, Python's periodic
+    full collections skip them, instead of pausing every thread for ~185 ms at random moments under
+    load. Unfreezing first lets the collection free the versions unloaded since the last call (their
+    reference cycles); objects frozen meanwhile and dropped are still freed by reference counting.
+    Process-wide: it also freezes the caller's other objects, as a server process wants.
+    """
+    start = time.monotonic()
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    _log.info("heap settled in %.0f ms: %d objects frozen out of the cyclic collector",
+              (time.monotonic() - start) * 1e3, gc.get_freeze_count())
+
+
 class ModelManager:
     """The models of a TF Serving model base: which versions each serves, labels, and every version's status.
 
@@ -101,15 +124,18 @@ class ModelManager:
     good config stays. Without it every subdirectory of `model_base` is a model (new subdirectories
     are picked up by `poll()`). `max_elements` bounds each input tensor of the warmup requests replayed
     before a version is served. `history` records every state change as (monotonic time, model,
-    version or label, state) for tests and load tests.
+    version or label, state) for tests and load tests. `freeze_heap`: settle the heap after a poll
+    that loaded or unloaded a version (`settle_heap`; process-wide, see there).
 
     Raises:
       ValueError: `models_config` is invalid (see `read_models_config`).
       FileNotFoundError: no `models_config` and `model_base` is not a directory.
     """
 
-    def __init__(self, model_base: str, models_config: Optional[str] = None, max_elements: int = 4 << 20) -> None:
+    def __init__(self, model_base: str, models_config: Optional[str] = None, max_elements: int = 4 << 20,
+                 freeze_heap: bool = True) -> None:
         self.model_base = os.path.abspath(model_base)
+        self.freeze_heap = freeze_heap
         self.models_config = models_config
         self.max_elements = max_elements
         self._models: dict[str, _Model] = {}
@@ -164,6 +190,7 @@ class ModelManager:
     def poll(self) -> None:
         """One pass: re-reads the config if it changed, discovers models, loads and unloads versions, moves labels."""
         with self._poll_lock:  # one loader at a time
+            before = self._served_ids()
             if self._watcher is not None:
                 self._reload_config()
             else:
@@ -174,7 +201,14 @@ class ModelManager:
                 if self._stop_event.is_set():
                     return
                 self._poll_model(model)
+            if self.freeze_heap and self._served_ids() != before:
+                settle_heap()
             self._polls += 1
+
+    def _served_ids(self) -> set[tuple[str, int, int]]:
+        """(model, version, servable id) of every served version: what a poll changed."""
+        with self._lock:
+            return {(name, v, id(s)) for name, m in self._models.items() for v, s in m.served.items()}
 
     def _reload_config(self) -> None:
         assert self._watcher is not None

@@ -219,3 +219,39 @@ def test_scann_savedmodel_is_served(tmp_path: Any) -> None:
         st.channel.close()
     finally:
         s.stop(grace=0.5)
+
+
+def test_heap_is_settled_after_a_swap_and_unloaded_versions_are_freed(base: str, tmp_path: Any) -> None:
+    """After a poll that loads or unloads, the objects left are frozen out of the cyclic GC; an unloaded
+    version is still freed (the next settle unfreezes and collects first); a poll that changes nothing
+    does not settle; `freeze_heap=False` leaves the collector alone."""
+    import gc
+    import weakref
+
+    from serving.model_manager import ModelManager
+
+    model_dir = str(tmp_path / MODEL)
+    shutil.copytree(os.path.join(base, MODEL, "1"), os.path.join(model_dir, "1"))
+    gc.unfreeze()
+    try:
+        m = ModelManager(str(tmp_path))
+        m.poll()
+        assert gc.get_freeze_count() > 0  # version 1 loaded: settled
+        served = m.resolve(request().model_spec)
+        served.loaded.test_cycle = served  # a reference cycle through the version, as loaded graphs hold
+        v1 = weakref.ref(served)
+        del served
+        gc.unfreeze()
+        m.poll()  # nothing changed: no settle
+        assert gc.get_freeze_count() == 0
+        gc.freeze()
+        export_toy(model_dir, 2)
+        m.poll()  # version 2 loaded, version 1 unloaded (latest 1)
+        assert m.resolve(request().model_spec).version == 2
+        assert v1() is None  # not kept alive by the freeze
+        gc.unfreeze()
+        plain = ModelManager(str(tmp_path), freeze_heap=False)
+        plain.poll()
+        assert plain.resolve(request().model_spec).version == 2 and gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
