@@ -9,8 +9,8 @@ awaits the batch's Future (the scheduler's threads run the batches), so a
 waiting request holds no thread; a request that runs unbatched goes to a pool
 of `num_threads` threads and is awaited. Status codes, messages and limits are
 those of `serving.services`. The default front end (`--grpc_frontend aio`), on
-uvloop when installed: at 1M items with batching it served 1.23x the requests per
-second of the sync front end (docs/benchmarks.md, "Request batching", run L).
+uvloop when installed: at 1M items with batching it served 1.08-1.42x the requests
+per second of the sync front end (docs/benchmarks.md, "Request batching", runs L to T).
 """
 
 from __future__ import annotations
