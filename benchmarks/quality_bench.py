@@ -348,14 +348,14 @@ def _plot(values: dict[str, dict[str, float]], path: str) -> None:
         return
     names = list(values)
     segs = ["overall"] + [s for s in SEGMENTS if any(s in v for v in values.values())]
-    fig, ax = plt.subplots(figsize=(11, 4.2))
+    fig, ax = plt.subplots(figsize=(13, 4.2))
     width = 0.8 / len(names)
     for i, n in enumerate(names):
         ax.bar(np.arange(len(segs)) + i * width, [values[n].get(s, 0.0) for s in segs], width, label=n)
     ax.set_xticks(np.arange(len(segs)) + 0.4 - width / 2)
     ax.set_xticklabels(segs)
     ax.set_ylabel("test NDCG@10 (unmasked), mean over seeds")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
