@@ -15,7 +15,8 @@ that batching adds at concurrency 1, with `uptime` before and after.
 the same rounds: batching parameters (e.g. `num_batch_threads=1`), `early_run=0` (a lone request
 waits idle for the timeout, as before the early run of serving.batching), `frontend=sync|aio`
 (`--grpc_frontend`; the plain servers run the server's default), `loop=auto|uvloop|asyncio`
-(`--grpc_event_loop`, the aio front end's event loop), `intra_op=N` / `inter_op=N`
+(`--grpc_event_loop`, the aio front end's event loop), `nice=N` (`--compute_nice`, the model
+threads' nice value), `intra_op=N` / `inter_op=N`
 (TensorFlow's thread pools), `batching=0` (an unbatched server, e.g.
 `batching=0,frontend=aio`) and `base=DIR` (serve another export of the same catalogue, e.g. one
 made with other ScaNN search settings); `--base DIR` keeps the
@@ -180,6 +181,8 @@ def _start_variant(base: str, params: Any, spec: str, params_file: str,
         flags += ["--grpc_frontend", changes.pop("frontend")]
     if "loop" in changes:  # the aio front end's event loop (else the server's default, auto)
         flags += ["--grpc_event_loop", changes.pop("loop")]
+    if "nice" in changes:  # the model threads' nice value (else the server's default)
+        flags += ["--compute_nice", changes.pop("nice")]
     for key, flag in (("intra_op", "--tensorflow_intra_op_parallelism"),
                       ("inter_op", "--tensorflow_inter_op_parallelism")):
         if key in changes:
@@ -203,7 +206,8 @@ def main() -> None:
     p.add_argument("--models", default=f"{RETRIEVAL_BF_MODEL},{RETRIEVAL_MODEL}")
     p.add_argument("--variant", action="append", default=[],
                    help="name=value,...: one more server, with batching parameters over the exported ones, and "
-                   "early_run=0|1, batching=0|1 (0: unbatched), frontend=sync|aio (--grpc_frontend), intra_op=N and "
+                   "early_run=0|1, batching=0|1 (0: unbatched), frontend=sync|aio (--grpc_frontend), nice=N (--compute_nice), "
+                   "intra_op=N and "
                    "inter_op=N (--tensorflow_*_op_parallelism); repeatable")
     p.add_argument("--base", default=None, help="keep (and reuse) the export here")
     p.add_argument("--json", default=None)

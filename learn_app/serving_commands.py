@@ -148,7 +148,8 @@ def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
                       rest_port=rest_port(port, args.rest_port, cfg.serving.rest_port),
                       batching=batching_from_config(base, cfg.serving, args.enable_batching,
                                                     args.batching_parameters_file),
-                      grpc_frontend=cfg.serving.grpc_frontend, grpc_event_loop=cfg.serving.grpc_event_loop)
+                      grpc_frontend=cfg.serving.grpc_frontend, grpc_event_loop=cfg.serving.grpc_event_loop,
+                      compute_nice=cfg.serving.compute_nice)
 
 
 def catalogue_items(cfg: Config) -> pd.DataFrame:

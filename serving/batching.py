@@ -37,6 +37,7 @@ from typing import Any, Callable, Hashable, Mapping, Optional
 import grpc
 import numpy as np
 
+from serving.priority import lower_thread_priority
 from serving.tensor_codec import RequestError
 
 _log = logging.getLogger("learn_tf.serving")
@@ -154,7 +155,8 @@ class BatchScheduler:
     happens on the way in. A batch of one task runs on its inputs as they are (no merge, no split).
     `submit(key, run, inputs)` is the same for callers that do not wait: it returns a Future, and
     the scheduler's `num_batch_threads` threads lead the batches nobody waits on. `stats` counts
-    batches and tasks (for tests and benchmarks).
+    batches and tasks (for tests and benchmarks). `thread_nice`: the scheduler threads run at this
+    nice value (`serving.priority`; 0 keeps the creating thread's).
 
     Early run of a lone task (`early_run`, on by default): when a waiting caller's batch still holds
     only its task `early_run_micros` after it opened (default a quarter of `batch_timeout_micros`),
@@ -168,8 +170,9 @@ class BatchScheduler:
     """
 
     def __init__(self, params: BatchingParameters, early_run: bool = True,
-                 early_run_micros: Optional[int] = None) -> None:
+                 early_run_micros: Optional[int] = None, thread_nice: int = 0) -> None:
         self.params = params
+        self.thread_nice = thread_nice  # the scheduler threads' nice value (serving.priority)
         self.early_run = early_run
         self.early_run_micros = params.batch_timeout_micros // 4 if early_run_micros is None else early_run_micros
         self._lock = threading.Lock()
@@ -430,6 +433,7 @@ class BatchScheduler:
 
     def _loop(self) -> None:
         """A scheduler thread: leads the batches that nobody waiting on them leads (`submit`)."""
+        lower_thread_priority(self.thread_nice)
         while True:
             with self._lock:
                 while not self._detached and not self._stopped:

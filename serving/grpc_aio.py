@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (
 
 from serving.model_manager import ModelManager
 from serving.predictor import Predictor
+from serving.priority import lower_thread_priority
 from serving.services import (
     RELOAD_UNIMPLEMENTED,
     metadata_response,
@@ -203,13 +204,15 @@ class AioGrpcServer:
     Mirrors the parts of `grpc.Server` that `serving.server.ModelServer` uses: `add_insecure_port`
     (binds, returns the port; 0 when binding failed), `start()`, and `stop(grace)`, which waits for
     the RPCs in flight (up to `grace` seconds) and ends the loop's thread. `num_threads` sizes the
-    pool that runs unbatched model calls; `event_loop` picks the loop (`new_event_loop`; the kind
-    used is `self.event_loop`).
+    pool that runs unbatched model calls, at nice `compute_nice` (`serving.priority`; the loop's
+    thread keeps its priority); `event_loop` picks the loop (`new_event_loop`; the kind used is
+    `self.event_loop`).
     """
 
     def __init__(self, predictor: Predictor, options: Sequence[tuple[str, Any]], num_threads: int,
-                 event_loop: str = "auto") -> None:
-        self._executor = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="serving-rpc")
+                 event_loop: str = "auto", compute_nice: int = 0) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="serving-rpc",
+                                            initializer=lower_thread_priority, initargs=(compute_nice,))
         self._loop, self.event_loop = new_event_loop(event_loop)
         self._thread = threading.Thread(target=self._run_loop, name="serving-grpc-loop", daemon=True)
         self._thread.start()

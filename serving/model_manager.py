@@ -37,6 +37,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2
 
 from serving.model_config import ConfigWatcher, ModelConfig, VersionPolicy, read_models_config
+from serving.priority import lower_thread_priority
 from serving.servable import Servable, load_servable, warm_up
 from serving.tensor_codec import MAX_MESSAGE_CHARS, RequestError, clean_tf_message
 
@@ -165,10 +166,13 @@ class ModelManager:
 
     # -- polling -----------------------------------------------------------------------------
 
-    def start_polling(self, poll_seconds: float) -> None:
-        """Polls the model base every `poll_seconds` on a daemon thread until `stop_polling()`."""
-        self._poller = threading.Thread(target=self._poll_loop, args=(poll_seconds,), name="serving-poller",
-                                        daemon=True)
+    def start_polling(self, poll_seconds: float, thread_nice: int = 0) -> None:
+        """Polls the model base every `poll_seconds` on a daemon thread until `stop_polling()`.
+
+        `thread_nice`: the poller (which loads new versions) runs at this nice value (`serving.priority`).
+        """
+        self._poller = threading.Thread(target=self._poll_loop, args=(poll_seconds, thread_nice),
+                                        name="serving-poller", daemon=True)
         self._poller.start()
 
     def stop_polling(self) -> None:
@@ -180,7 +184,8 @@ class ModelManager:
         if self._poller is not None and self._poller is not threading.current_thread():
             self._poller.join(timeout=timeout)
 
-    def _poll_loop(self, poll_seconds: float) -> None:
+    def _poll_loop(self, poll_seconds: float, thread_nice: int = 0) -> None:
+        lower_thread_priority(thread_nice)
         while not self._stop_event.wait(poll_seconds):
             try:
                 self.poll()

@@ -43,6 +43,7 @@ from tensorflow_serving.apis import model_pb2
 from serving.json_codec import error_json, inputs_from_json, outputs_to_json, parse_body, signature_name
 from serving.model_manager import ModelManager
 from serving.predictor import Predictor
+from serving.priority import lower_thread_priority
 from serving.tensor_codec import MAX_MESSAGE_CHARS, RequestError, check_names, signature_of
 
 _log = logging.getLogger("learn_tf.serving")
@@ -221,17 +222,19 @@ class _Handler(tornado.web.RequestHandler):
 class RestServer:
     """TF Serving's REST API on `host:port` (0 picks a free port), on a tornado IOLoop thread.
 
-    `max_body_bytes` bounds a request body (413 above it); `num_threads` requests run at once.
+    `max_body_bytes` bounds a request body (413 above it); `num_threads` requests run at once, on
+    pool threads at nice `compute_nice` (`serving.priority`; the IOLoop's thread keeps its priority).
     """
 
     def __init__(self, predictor: Predictor, host: str = "127.0.0.1", port: int = 8501,
-                 max_body_bytes: int = 4 << 20, num_threads: int = 16) -> None:
+                 max_body_bytes: int = 4 << 20, num_threads: int = 16, compute_nice: int = 0) -> None:
         if max_body_bytes < 1 or num_threads < 1:
             raise ValueError(f"max_body_bytes and num_threads must be >= 1, got {max_body_bytes}, {num_threads}")
         self.api = RestApi(predictor)
         self.host, self.port = host, port
         self.max_body_bytes = max_body_bytes
-        self.executor = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="serving-rest")
+        self.executor = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="serving-rest",
+                                           initializer=lower_thread_priority, initargs=(compute_nice,))
         self._loop: Optional[tornado.ioloop.IOLoop] = None
         self._server: Optional[tornado.httpserver.HTTPServer] = None
         self._thread: Optional[threading.Thread] = None

@@ -38,6 +38,8 @@ from serving.batching import BatchingParameters, BatchScheduler, read_batching_p
 from serving.grpc_aio import EVENT_LOOPS, AioGrpcServer
 from serving.model_manager import ModelManager
 from serving.predictor import Predictor
+from serving.priority import DEFAULT_COMPUTE_NICE, MAX_NICE, check_nice, start_tensorflow_at
+from serving.priority import supported as supports_nice
 from serving.rest import RestServer
 from serving.services import ModelService, PredictionService
 
@@ -67,16 +69,21 @@ class ModelServer:
     e.g. from `read_batching_parameters`) turns on server-side batching for both APIs;
     `batching_early_run` lets a lone request compute its row during its batch's wait (see
     `serving.batching.BatchScheduler`). `grpc_frontend` is `aio` (default; `grpc_event_loop` picks
-    its loop, see `serving.grpc_aio.new_event_loop`) or `sync`. `models` is the `ModelManager` that
-    loads, polls and swaps versions.
+    its loop, see `serving.grpc_aio.new_event_loop`) or `sync`. `compute_nice`: the threads that run
+    models (batch threads, the pools of unbatched and REST calls, the model poller, TensorFlow's
+    pools when the server starts TensorFlow) run at this nice value, below the front end's event
+    loops (`serving.priority`; 0: all alike; the sync front end's RPC threads, which decode, run and
+    answer, keep the default). `models` is the `ModelManager` that loads, polls and swaps versions.
     """
 
     def __init__(self, model_base: str, models_config: Optional[str] = None, host: str = "127.0.0.1",
                  port: int = 8500, num_threads: int = 16, max_message_bytes: int = 4 << 20,
                  poll_seconds: float = 2.0, rest_port: Optional[int] = None,
                  batching: Optional[BatchingParameters] = None, batching_early_run: bool = True,
-                 grpc_frontend: str = "aio", grpc_event_loop: str = "auto") -> None:
+                 grpc_frontend: str = "aio", grpc_event_loop: str = "auto",
+                 compute_nice: int = DEFAULT_COMPUTE_NICE) -> None:
         _ensure_log_handler()
+        self.compute_nice = check_nice(compute_nice)
         if grpc_frontend not in GRPC_FRONTENDS:
             raise ValueError(f"grpc_frontend must be one of {', '.join(GRPC_FRONTENDS)}, got {grpc_frontend!r}")
         if grpc_event_loop not in EVENT_LOOPS:
@@ -106,7 +113,7 @@ class ModelServer:
         self.rest: Optional[RestServer] = None
         if rest_port is not None:
             self.rest = RestServer(self.predictor, host=host, port=rest_port, max_body_bytes=max_message_bytes,
-                                   num_threads=num_threads)
+                                   num_threads=num_threads, compute_nice=self.compute_nice)
         self._server: Optional[Any] = None  # grpc.Server, or serving.grpc_aio.AioGrpcServer
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
@@ -126,13 +133,16 @@ class ModelServer:
         """Binds host:port, loads every model's latest version, starts serving and polling; returns the port."""
         if self._server is not None:
             raise RuntimeError("server already started")
+        if self.compute_nice and supports_nice() and not start_tensorflow_at(self.compute_nice):
+            _log.info("TensorFlow's thread pools keep their priority (TensorFlow started before the server)")
         options = [
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.so_reuseport", 0),  # a port in use is an error, not silently shared
         ]
         if self.grpc_frontend == "aio":
-            server: Any = AioGrpcServer(self.predictor, options, self.num_threads, event_loop=self.grpc_event_loop)
+            server: Any = AioGrpcServer(self.predictor, options, self.num_threads, event_loop=self.grpc_event_loop,
+                                        compute_nice=self.compute_nice)
             self.grpc_event_loop = server.event_loop
         else:
             server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.num_threads,
@@ -160,15 +170,16 @@ class ModelServer:
                 self.rest.stop(0)
             raise
         if self.batching is not None:
-            self.scheduler = self.predictor.scheduler = BatchScheduler(self.batching, early_run=self.batching_early_run)
+            self.scheduler = self.predictor.scheduler = BatchScheduler(self.batching, early_run=self.batching_early_run,
+                                                                       thread_nice=self.compute_nice)
         server.start()
         self._server = server
-        self.models.start_polling(self.poll_seconds)
-        _log.info("serving %s on %s%s (gRPC front end %s, threads %d, max message %d bytes, poll every %.1f s, "
-                  "batching %s)", ", ".join(self.model_names) or "no models", self.address,
+        self.models.start_polling(self.poll_seconds, thread_nice=self.compute_nice)
+        _log.info("serving %s on %s%s (gRPC front end %s, threads %d at nice %d, max message %d bytes, poll every "
+                  "%.1f s, batching %s)", ", ".join(self.model_names) or "no models", self.address,
                   f" and REST on {self.rest.url}" if self.rest else "",
                   self.grpc_frontend + (f" on {self.grpc_event_loop}" if self.grpc_frontend == "aio" else ""),
-                  self.num_threads,
+                  self.num_threads, self.compute_nice if supports_nice() else 0,
                   self.max_message_bytes, self.poll_seconds, self.batching or "off")
         return bound
 
@@ -201,7 +212,8 @@ def serve_main(model_base: str, models_config: Optional[str] = None, host: str =
                num_threads: int = 16, max_message_bytes: int = 4 << 20, poll_seconds: float = 2.0,
                grace: float = 5.0, on_start: Optional[Callable[[ModelServer], None]] = None,
                rest_port: Optional[int] = None, batching: Optional[BatchingParameters] = None,
-               batching_early_run: bool = True, grpc_frontend: str = "aio", grpc_event_loop: str = "auto") -> int:
+               batching_early_run: bool = True, grpc_frontend: str = "aio", grpc_event_loop: str = "auto",
+               compute_nice: int = DEFAULT_COMPUTE_NICE) -> int:
     """Runs a ModelServer until SIGINT/SIGTERM, then shuts down gracefully; returns the exit code (0).
 
     Prints `serving <models> on <host>:<port>` to stdout once requests are accepted, then
@@ -210,7 +222,7 @@ def serve_main(model_base: str, models_config: Optional[str] = None, host: str =
     server = ModelServer(model_base, models_config=models_config, host=host, port=port, num_threads=num_threads,
                          max_message_bytes=max_message_bytes, poll_seconds=poll_seconds, rest_port=rest_port,
                          batching=batching, batching_early_run=batching_early_run, grpc_frontend=grpc_frontend,
-                         grpc_event_loop=grpc_event_loop)
+                         grpc_event_loop=grpc_event_loop, compute_nice=compute_nice)
     server.start()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -259,6 +271,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--grpc_event_loop", choices=EVENT_LOOPS, default="auto",
                    help="the aio front end's event loop: auto (default: uvloop when installed, else asyncio), "
                         "uvloop, or asyncio")
+    p.add_argument("--compute_nice", type=int, default=DEFAULT_COMPUTE_NICE, choices=range(MAX_NICE + 1),
+                   metavar=f"0..{MAX_NICE}",
+                   help=f"nice value of the threads that run models (default {DEFAULT_COMPUTE_NICE}), so the "
+                        "front end's event loops win the CPU from them (serving.priority; 0: all alike; Linux)")
     p.add_argument("--num_threads", type=int, default=16)
     p.add_argument("--max_message_bytes", type=int, default=4 << 20)
     p.add_argument("--poll_seconds", type=float, default=2.0)
@@ -279,7 +295,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       batching=batching_from_flags(args.model_base, args.enable_batching,
                                                    args.batching_parameters_file),
                       batching_early_run=not args.no_batching_early_run, grpc_frontend=args.grpc_frontend,
-                      grpc_event_loop=args.grpc_event_loop)
+                      grpc_event_loop=args.grpc_event_loop, compute_nice=args.compute_nice)
 
 
 def set_tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:

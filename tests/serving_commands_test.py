@@ -13,6 +13,7 @@ from learn_tf.config import ConfigError, ServingConfig, load_config
 from learn_tf.utils import io
 from serving.batching import BatchingParameters
 from serving.layout import write_models_config
+from serving.priority import DEFAULT_COMPUTE_NICE
 from serving.server import batching_from_config
 
 MINIMAL = "name: t\ndata:\n  source: movielens100k\n"
@@ -36,6 +37,8 @@ def test_serving_keys_load_with_defaults(tmp_path: Any) -> None:
             sv.batch_timeout_micros, sv.num_batch_threads, sv.max_enqueued_batches) == (
         9100, True, "b.txt", 32, 0, 1, 8)
     assert _load(tmp_path, "  rest_port: -1\n").serving.rest_port == -1
+    assert _load(tmp_path, "  port: 8500\n").serving.compute_nice == DEFAULT_COMPUTE_NICE  # the server's default
+    assert _load(tmp_path, "  compute_nice: 0\n").serving.compute_nice == 0
 
 
 @pytest.mark.parametrize("text, message", [
@@ -51,6 +54,8 @@ def test_serving_keys_load_with_defaults(tmp_path: Any) -> None:
     ("  batch_timeout_micros: -1\n", "key 'serving.batch_timeout_micros' must be >= 0"),
     ("  batching_parameters_file: ''\n", "key 'serving.batching_parameters_file' must be a path"),
     ("  batching: {}\n", "unknown key 'serving.batching'"),
+    ("  compute_nice: 20\n", "key 'serving.compute_nice' must be in [0, 19]"),
+    ("  compute_nice: -1\n", "key 'serving.compute_nice' must be in [0, 19]"),
 ])
 def test_bad_serving_keys_are_named(tmp_path: Any, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match="cfg.yaml") as e:
