@@ -290,8 +290,8 @@ class ServingConfig:
     grpc_frontend: Literal["aio", "sync"] = "aio"
     grpc_event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     # Nice value (0-19, Linux) of the server's threads that run models, so its event loops win the CPU
-    # from them (serving.priority; 0: all threads alike).
-    compute_nice: int = 10
+    # from them (serving.priority); null: 10 with batching, 0 without; 0: all threads alike.
+    compute_nice: Optional[int] = None
     # Server limits.
     max_message_bytes: int = 4 * 1024 * 1024
     num_threads: int = 16
@@ -585,7 +585,7 @@ def _check_serving(sv: ServingConfig, path: str) -> None:
         v = getattr(sv, name)
         if v is not None and v < low:
             raise ConfigError(f"{path}: key 'serving.{name}' must be >= {low} or null, got {v}")
-    if not 0 <= sv.compute_nice <= 19:
+    if sv.compute_nice is not None and not 0 <= sv.compute_nice <= 19:
         raise ConfigError(f"{path}: key 'serving.compute_nice' must be in [0, 19], got {sv.compute_nice}")
     if sv.batching_parameters_file is not None and not sv.batching_parameters_file.strip():
         raise ConfigError(f"{path}: key 'serving.batching_parameters_file' must be a path or null, got ''")

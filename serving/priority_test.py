@@ -32,11 +32,19 @@ def _threads(prefix: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(prefix)]
 
 
-def test_check_nice_bounds() -> None:
+def test_check_nice_bounds_and_the_default_by_batching(base: str) -> None:
     assert priority.check_nice(0) == 0 and priority.check_nice(19) == 19
+    assert priority.resolve_nice(None, batching=True) == priority.DEFAULT_COMPUTE_NICE > 0
+    assert priority.resolve_nice(None, batching=False) == 0
+    assert priority.resolve_nice(3, batching=False) == 3 and priority.resolve_nice(0, batching=True) == 0
+    assert ModelServer(base, port=0).compute_nice == 0
+    assert ModelServer(base, port=0, batching=BatchingParameters()).compute_nice == priority.DEFAULT_COMPUTE_NICE
+    assert ModelServer(base, port=0, batching=BatchingParameters(), compute_nice=0).compute_nice == 0
     for bad in (-1, 20):
         with pytest.raises(ValueError, match="0..19"):
             priority.check_nice(bad)
+        with pytest.raises(ValueError, match="0..19"):
+            ModelServer(base, port=0, compute_nice=bad)
     with pytest.raises(SystemExit):  # the command line refuses it too
         main(["--model_base", "/nonexistent", "--compute_nice", "25"])
 

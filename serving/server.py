@@ -38,7 +38,7 @@ from serving.batching import BatchingParameters, BatchScheduler, read_batching_p
 from serving.grpc_aio import EVENT_LOOPS, AioGrpcServer
 from serving.model_manager import ModelManager
 from serving.predictor import Predictor
-from serving.priority import DEFAULT_COMPUTE_NICE, MAX_NICE, check_nice, start_tensorflow_at
+from serving.priority import DEFAULT_COMPUTE_NICE, MAX_NICE, resolve_nice, start_tensorflow_at
 from serving.priority import supported as supports_nice
 from serving.rest import RestServer
 from serving.services import ModelService, PredictionService
@@ -72,8 +72,8 @@ class ModelServer:
     its loop, see `serving.grpc_aio.new_event_loop`) or `sync`. `compute_nice`: the threads that run
     models (batch threads, the pools of unbatched and REST calls, the model poller, TensorFlow's
     pools when the server starts TensorFlow) run at this nice value, below the front end's event
-    loops (`serving.priority`; 0: all alike; the sync front end's RPC threads, which decode, run and
-    answer, keep the default). `models` is the `ModelManager` that loads, polls and swaps versions.
+    loops (`serving.priority`; None: 10 with batching, 0 without; 0: all alike; the sync front end's
+    RPC threads, which decode, run and answer, keep the default). `models` is the `ModelManager` that loads, polls and swaps versions.
     """
 
     def __init__(self, model_base: str, models_config: Optional[str] = None, host: str = "127.0.0.1",
@@ -81,9 +81,9 @@ class ModelServer:
                  poll_seconds: float = 2.0, rest_port: Optional[int] = None,
                  batching: Optional[BatchingParameters] = None, batching_early_run: bool = True,
                  grpc_frontend: str = "aio", grpc_event_loop: str = "auto",
-                 compute_nice: int = DEFAULT_COMPUTE_NICE) -> None:
+                 compute_nice: Optional[int] = None) -> None:
         _ensure_log_handler()
-        self.compute_nice = check_nice(compute_nice)
+        self.compute_nice = resolve_nice(compute_nice, batching is not None)
         if grpc_frontend not in GRPC_FRONTENDS:
             raise ValueError(f"grpc_frontend must be one of {', '.join(GRPC_FRONTENDS)}, got {grpc_frontend!r}")
         if grpc_event_loop not in EVENT_LOOPS:
@@ -213,7 +213,7 @@ def serve_main(model_base: str, models_config: Optional[str] = None, host: str =
                grace: float = 5.0, on_start: Optional[Callable[[ModelServer], None]] = None,
                rest_port: Optional[int] = None, batching: Optional[BatchingParameters] = None,
                batching_early_run: bool = True, grpc_frontend: str = "aio", grpc_event_loop: str = "auto",
-               compute_nice: int = DEFAULT_COMPUTE_NICE) -> int:
+               compute_nice: Optional[int] = None) -> int:
     """Runs a ModelServer until SIGINT/SIGTERM, then shuts down gracefully; returns the exit code (0).
 
     Prints `serving <models> on <host>:<port>` to stdout once requests are accepted, then
@@ -271,10 +271,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--grpc_event_loop", choices=EVENT_LOOPS, default="auto",
                    help="the aio front end's event loop: auto (default: uvloop when installed, else asyncio), "
                         "uvloop, or asyncio")
-    p.add_argument("--compute_nice", type=int, default=DEFAULT_COMPUTE_NICE, choices=range(MAX_NICE + 1),
+    p.add_argument("--compute_nice", type=int, default=None, choices=range(MAX_NICE + 1),
                    metavar=f"0..{MAX_NICE}",
-                   help=f"nice value of the threads that run models (default {DEFAULT_COMPUTE_NICE}), so the "
-                        "front end's event loops win the CPU from them (serving.priority; 0: all alike; Linux)")
+                   help=f"nice value of the threads that run models, so the front end's event loops win the CPU "
+                        f"from them (default: {DEFAULT_COMPUTE_NICE} with batching, 0 without; serving.priority; "
+                        "Linux)")
     p.add_argument("--num_threads", type=int, default=16)
     p.add_argument("--max_message_bytes", type=int, default=4 << 20)
     p.add_argument("--poll_seconds", type=float, default=2.0)

@@ -13,7 +13,6 @@ from learn_tf.config import ConfigError, ServingConfig, load_config
 from learn_tf.utils import io
 from serving.batching import BatchingParameters
 from serving.layout import write_models_config
-from serving.priority import DEFAULT_COMPUTE_NICE
 from serving.server import batching_from_config
 
 MINIMAL = "name: t\ndata:\n  source: movielens100k\n"
@@ -37,7 +36,7 @@ def test_serving_keys_load_with_defaults(tmp_path: Any) -> None:
             sv.batch_timeout_micros, sv.num_batch_threads, sv.max_enqueued_batches) == (
         9100, True, "b.txt", 32, 0, 1, 8)
     assert _load(tmp_path, "  rest_port: -1\n").serving.rest_port == -1
-    assert _load(tmp_path, "  port: 8500\n").serving.compute_nice == DEFAULT_COMPUTE_NICE  # the server's default
+    assert _load(tmp_path, "  port: 8500\n").serving.compute_nice is None  # the server's default (by batching)
     assert _load(tmp_path, "  compute_nice: 0\n").serving.compute_nice == 0
 
 
