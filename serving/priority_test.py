@@ -28,8 +28,9 @@ def _nice_of(native_id: int) -> int:
         return int(f.read().rsplit(")", 1)[1].split()[16])
 
 
-def _threads(prefix: str) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+def _threads(prefix: str, since: frozenset = frozenset()) -> list[threading.Thread]:
+    """Live threads named `prefix...`, leaving out those in `since` (e.g. an earlier server's, not yet collected)."""
+    return [t for t in threading.enumerate() if t.name.startswith(prefix) and t not in since]
 
 
 def test_check_nice_bounds_and_the_default_by_batching(base: str) -> None:
@@ -84,6 +85,7 @@ def test_batch_scheduler_threads_run_at_their_nice_value() -> None:
 def test_server_runs_model_threads_below_its_event_loops(base: str) -> None:
     """Batch threads, the unbatched and REST pools and the poller at compute_nice; the gRPC and REST loops not."""
     own = priority.thread_nice()
+    before = frozenset(threading.enumerate())
     s = ModelServer(base, port=0, rest_port=0, num_threads=2, compute_nice=own + 5,
                     batching=BatchingParameters(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1))
     s.start()
@@ -96,13 +98,13 @@ def test_server_runs_model_threads_below_its_event_loops(base: str) -> None:
         got = requests.post(f"{s.rest.url}/v1/models/{MODEL}:predict", json={"instances": [
             {"x": [1.0, 2.0, 3.0], "k": 1}]}, timeout=WAIT)
         assert got.status_code == 200, got.text
-        wait_for(lambda: bool(_threads("serving-poller")), WAIT, "the poller")
+        wait_for(lambda: bool(_threads("serving-poller", before)), WAIT, "the poller")
         for prefix in ("serving-batch-", "serving-rpc", "serving-rest_", "serving-poller"):
-            threads = _threads(prefix)
+            threads = _threads(prefix, before)
             assert threads, prefix
             assert all(_nice_of(t.native_id) == own + 5 for t in threads), prefix
         for prefix in ("serving-grpc-loop", "serving-rest-loop"):
-            assert [_nice_of(t.native_id) for t in _threads(prefix)] == [own], prefix
+            assert [_nice_of(t.native_id) for t in _threads(prefix, before)] == [own], prefix
     finally:
         st.channel.close()
         s.stop(grace=1.0)
