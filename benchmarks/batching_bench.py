@@ -206,9 +206,8 @@ def main() -> None:
     p.add_argument("--models", default=f"{RETRIEVAL_BF_MODEL},{RETRIEVAL_MODEL}")
     p.add_argument("--variant", action="append", default=[],
                    help="name=value,...: one more server, with batching parameters over the exported ones, and "
-                   "early_run=0|1, batching=0|1 (0: unbatched), frontend=sync|aio (--grpc_frontend), nice=N (--compute_nice), "
-                   "intra_op=N and "
-                   "inter_op=N (--tensorflow_*_op_parallelism); repeatable")
+                   "early_run=0|1, batching=0|1 (0: unbatched), frontend=sync|aio (--grpc_frontend), "
+                   "nice=N (--compute_nice), intra_op=N and inter_op=N (--tensorflow_*_op_parallelism); repeatable")
     p.add_argument("--base", default=None, help="keep (and reuse) the export here")
     p.add_argument("--json", default=None)
     p.add_argument("--server_args", default="",

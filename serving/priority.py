@@ -88,14 +88,16 @@ def lower_thread_priority(nice: int) -> None:
 def start_tensorflow_at(nice: int) -> bool:
     """Starts TensorFlow's runtime from a thread at nice `nice`, so its thread pools inherit that value.
 
-    Returns False (and changes nothing) when the runtime has already started in this process (its
-    pools keep their priority) or nice values are unsupported; True otherwise.
+    Returns False (and changes nothing) for nice 0, where nice values are unsupported, and when the
+    runtime has already started in this process (then its pools keep their priority, which is
+    logged); True otherwise.
     """
     if not nice or not supported():
         return False
     from tensorflow.python.eager import context  # the runtime's state; public APIs start it implicitly
 
     if getattr(context.context(), "_initialized", True):
+        _log.info("TensorFlow's thread pools keep their priority (TensorFlow started before nice %d was asked)", nice)
         return False
     started: list[bool] = []
 

@@ -73,7 +73,8 @@ class ModelServer:
     models (batch threads, the pools of unbatched and REST calls, the model poller, TensorFlow's
     pools when the server starts TensorFlow) run at this nice value, below the front end's event
     loops (`serving.priority`; None: 10 with batching, 0 without; 0: all alike; the sync front end's
-    RPC threads, which decode, run and answer, keep the default). `models` is the `ModelManager` that loads, polls and swaps versions.
+    RPC threads, which decode, run and answer, keep the default). `models` is the `ModelManager`
+    that loads, polls and swaps versions.
     """
 
     def __init__(self, model_base: str, models_config: Optional[str] = None, host: str = "127.0.0.1",
@@ -133,8 +134,7 @@ class ModelServer:
         """Binds host:port, loads every model's latest version, starts serving and polling; returns the port."""
         if self._server is not None:
             raise RuntimeError("server already started")
-        if self.compute_nice and supports_nice() and not start_tensorflow_at(self.compute_nice):
-            _log.info("TensorFlow's thread pools keep their priority (TensorFlow started before the server)")
+        start_tensorflow_at(self.compute_nice)
         options = [
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
